@@ -268,20 +268,16 @@ static void check_gone(const pid_t *pids, int n)
     }
 }
 
-START_TEST(test_local_lifecycle)
+/* initdb through the store, and the first superuser's password file. */
+static void init_cluster(struct store *st)
 {
-    if (geteuid() != 0)
-        return;
-    make_tmp();
-    struct store st;
     char err[1024] = "";
-    ck_assert_msg(store_open(&st, data, "postgres", err, sizeof(err)) == 0, "%s", err);
     char *bindir = store_find_bindir("", err, sizeof(err));
     ck_assert_msg(bindir != NULL, "%s", err);
-    ck_assert_msg(store_init_cluster(&st, bindir, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(store_init_cluster(st, bindir, err, sizeof(err)) == 0, "%s", err);
     free(bindir);
-    ck_assert(store_has_cluster(&st));
-    char *pwpath = store_path(&st, "initial-password"), *pw = NULL;
+    ck_assert(store_has_cluster(st));
+    char *pwpath = store_path(st, "initial-password"), *pw = NULL;
     size_t pwlen = 0;
     ck_assert_int_eq(store_read_file(pwpath, &pw, &pwlen), 0);
     ck_assert_uint_eq(pwlen, 25);
@@ -292,6 +288,17 @@ START_TEST(test_local_lifecycle)
     ck_assert_int_eq(sb.st_mode & 07777, 0600);
     free(pw);
     free(pwpath);
+}
+
+START_TEST(test_local_lifecycle)
+{
+    if (geteuid() != 0)
+        return;
+    make_tmp();
+    struct store st;
+    char err[1024] = "";
+    ck_assert_msg(store_open(&st, data, "postgres", err, sizeof(err)) == 0, "%s", err);
+    init_cluster(&st);
 
     struct config cfg;
     local_cfg(&cfg);
@@ -322,6 +329,14 @@ START_TEST(test_local_lifecycle)
     ck_assert_int_gt(info.started_at_ms, 0);
 
     check_pgq();
+    struct qres r;
+    query("select rolpassword like 'SCRAM-SHA-256$%' from pg_authid where rolname = 'postgres'", 0,
+          NULL, 5000, &r);
+    ck_assert_msg(r.err[0] == '\0', "%s", r.err);
+    ck_assert_str_eq(r.first, "t"); /* initdb stored a SCRAM verifier of the initial password */
+    query("select count(*) from pg_hba_file_rules where type <> 'local' or auth_method <> 'trust'",
+          0, NULL, 5000, &r);
+    ck_assert_str_eq(r.first, "0"); /* only the private socket, trusted */
     check_pause(c);
 
     /* suspend from paused: thaw, fast shutdown, nothing left */
@@ -354,7 +369,6 @@ START_TEST(test_local_lifecycle)
     check_gone(tree, ntree);
     compute_wake(c);
     run_until(c, COMPUTE_RUNNING, 30000);
-    struct qres r;
     query("select count(*) from pg_class", 0, NULL, 5000, &r);
     ck_assert_msg(r.err[0] == '\0', "%s", r.err);
 
