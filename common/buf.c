@@ -1,0 +1,74 @@
+/*
+ * buf: a free list of fixed-size relay buffers. The list is per process and single-threaded
+ * (the data plane runs on one event loop); it caps how many idle buffers it keeps so memory
+ * returns to the allocator after a burst.
+ */
+#include "pgtide/buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define BUF_POOL_MAX 256
+
+static struct buf *free_list;
+static size_t free_count;
+static size_t allocated;
+
+struct buf *buf_get(void)
+{
+    struct buf *b = free_list;
+    if (b != NULL) {
+        free_list = b->next_free;
+        free_count--;
+    } else {
+        b = malloc(sizeof(*b));
+        if (b == NULL)
+            return NULL;
+        allocated++;
+    }
+    b->next_free = NULL;
+    b->rpos = b->wpos = 0;
+    return b;
+}
+
+void buf_put(struct buf *b)
+{
+    if (b == NULL)
+        return;
+    if (free_count >= BUF_POOL_MAX) {
+        free(b);
+        allocated--;
+        return;
+    }
+    b->next_free = free_list;
+    free_list = b;
+    free_count++;
+}
+
+void buf_compact(struct buf *b)
+{
+    if (b->rpos == 0)
+        return;
+    uint32_t n = b->wpos - b->rpos;
+    if (n > 0)
+        memmove(b->data, b->data + b->rpos, n);
+    b->rpos = 0;
+    b->wpos = n;
+}
+
+int buf_append(struct buf *b, const void *p, size_t len)
+{
+    if (len > buf_space(b)) {
+        buf_compact(b);
+        if (len > buf_space(b))
+            return -1;
+    }
+    memcpy(b->data + b->wpos, p, len);
+    b->wpos += (uint32_t) len;
+    return 0;
+}
+
+size_t buf_allocated(void)
+{
+    return allocated;
+}

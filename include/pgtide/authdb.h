@@ -1,0 +1,40 @@
+/*
+ * authdb: where the proxy finds a user's secret. In order: auth_file (PgBouncer userlist), the
+ * auth cache (verifiers read from pg_authid while the primary runs, kept durably in
+ * DATA/state/auth.cache so that logins can be checked -- and wrong passwords refused -- while
+ * the compute is suspended), then auth_query run on the compute with non-blocking libpq (which
+ * needs the compute running: an unknown user wakes it once). Users that the compute does not
+ * know are remembered as absent until the cache is next refreshed.
+ */
+#pragma once
+
+#include <ev.h>
+#include <stdbool.h>
+
+struct proxy;
+
+struct authdb;
+
+/* Called once with the secret text (NULL: no such user) */
+typedef void (*authdb_done_fn)(void *arg, const char *secret);
+
+struct authdb *authdb_new(struct proxy *p);
+void authdb_free(struct authdb *a);
+
+/* Looks up user. Calls done at once when the answer is known without a query; otherwise later.
+   Returns a handle for authdb_cancel (NULL when done was already called). */
+struct authdb_req *authdb_lookup(struct authdb *a, const char *user, authdb_done_fn done,
+                                 void *arg);
+void authdb_cancel(struct authdb *a, struct authdb_req *r);
+
+/* The primary is running: run waiting lookups, refresh the cache from pg_authid. */
+void authdb_compute_ready(struct authdb *a);
+
+/* The primary failed or timed out: waiting lookups are answered "unknown". */
+void authdb_compute_failed(struct authdb *a);
+
+/* Seeds the cache with one entry (at init, before the compute ever ran) and saves it. */
+int authdb_seed(struct authdb *a, const char *user, const char *secret);
+
+/* Number of cached users. */
+int authdb_cached(const struct authdb *a);

@@ -1,0 +1,63 @@
+/*
+ * pool: server connections for one (database, user), and the clients waiting for one.
+ * Servers sit in one list per situation (opening, idle, in use); a client asks for a server,
+ * gets an idle one at once, or waits in FIFO order while a new one is opened (up to pool_size)
+ * or one is returned. query_wait_timeout bounds the wait.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pgtide/list.h"
+#include "pgtide/secret.h"
+
+struct proxy;
+struct client;
+struct server;
+
+struct pool {
+    struct list_node node; /* proxy->pools */
+    struct proxy *proxy;
+    char *database, *user;
+    struct list_node opening; /* CONNECTING .. LOGIN */
+    struct list_node idle;    /* IDLE */
+    struct list_node used;    /* SETUP, ACTIVE, RESET */
+    struct list_node waiting; /* clients (wait_node) */
+    int nservers;
+    /* Credentials for logging in to a static server as this user, learnt from a client's
+       SCRAM exchange (ClientKey) and the verifier that checked it. */
+    bool has_client_key;
+    uint8_t client_key[32];
+    struct scram_keys client_keys;
+    /* SHOW POOLS / STATS counters */
+    uint64_t queries, xacts, wait_us, bytes_recv, bytes_sent;
+    int64_t max_wait_start_ms;
+};
+
+/* Finds or creates the pool for (database, user). NULL when out of memory. */
+struct pool *pool_get(struct proxy *p, const char *database, const char *user);
+
+/* A client wants a server: attached at once, or queued. */
+void pool_request(struct pool *pool, struct client *c);
+
+/* A client stops waiting (left, timed out). */
+void pool_cancel_wait(struct pool *pool, struct client *c);
+
+/* A server became IDLE (login done, reset done): serve the first waiter or park it idle. */
+void pool_server_idle(struct pool *pool, struct server *s);
+
+/* A server closed: forget it; open a replacement if clients wait. */
+void pool_server_gone(struct pool *pool, struct server *s);
+
+/* A server failed to log in: clients waiting on this pool get the server's error. */
+void pool_login_failed(struct pool *pool, const char *sqlstate, const char *msg);
+
+/* Closes idle servers past server_idle_timeout or server_lifetime. Called periodically. */
+void pool_maintain(struct pool *pool, int64_t now_ms);
+
+/* Closes every idle server of every pool (before a suspend). */
+void pool_close_idle_all(struct proxy *p);
+
+/* Counts for SHOW POOLS. */
+int pool_count_clients(const struct pool *pool, int state);

@@ -1,0 +1,121 @@
+/*
+ * proxy: the data plane's context. It owns the listeners, every client and server connection,
+ * the pools, the cancel-key table, the held-client list (clients waiting for a compute) and the
+ * statistics, and it is the one place where the data plane meets the control plane: it asks the
+ * primary compute to wake, hears back through the compute's state hook, and tells the idle
+ * policy how busy it is. Nothing here blocks.
+ */
+#pragma once
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "pgtide/list.h"
+
+struct config;
+struct store;
+struct compute;
+struct client;
+struct hba;
+struct userlist;
+struct authdb;
+
+#define PROXY_MAX_LISTENERS 16
+#define PROXY_CANCEL_BUCKETS 4096
+
+struct listener {
+    ev_io io;
+    int fd;
+    bool is_unix;
+    char path[108]; /* unix socket path, removed at exit */
+    struct proxy *proxy;
+};
+
+/* Totals for SHOW STATS (since start). */
+struct proxy_stats {
+    uint64_t queries, xacts;     /* ReadyForQuery count; ReadyForQuery 'I' count */
+    uint64_t bytes_recv, bytes_sent; /* from clients; to clients */
+    uint64_t query_time_us, xact_time_us;
+    uint64_t wait_time_us;       /* time clients waited for a compute or a server */
+    uint64_t clients_total, servers_total, auth_failures;
+};
+
+struct proxy {
+    struct ev_loop *loop;
+    struct config *cfg; /* current snapshot; a reference is held */
+    struct store *store;
+    struct compute *primary;
+    SSL_CTX *tls_server; /* toward clients; NULL when client_tls_sslmode = disable */
+    SSL_CTX *tls_client; /* toward TCP backends; NULL when server_tls_sslmode = disable */
+    struct hba *hba;     /* NULL: auth_type applies to everyone */
+    struct userlist *auth_file;
+    struct authdb *authdb;
+
+    struct listener listeners[PROXY_MAX_LISTENERS];
+    int nlisteners;
+
+    struct list_node clients; /* every client connection */
+    struct list_node held;    /* clients waiting for the compute to run */
+    struct list_node pools;
+    int nclients;
+    uint64_t next_client_id, next_server_id;
+    struct client *cancel_table[PROXY_CANCEL_BUCKETS];
+    struct list_node dead_clients, dead_servers; /* closed this iteration, freed by reaper */
+    ev_check reaper;
+    uint8_t mock_key[32]; /* keeps SCRAM fake salts of unknown users stable */
+
+    struct proxy_stats stats;
+    int64_t last_activity_ms; /* wall-clock ms of the last client message or result */
+    bool paused;              /* admin PAUSE: hold new queries */
+    bool shutting_down;
+    int64_t started_ms;
+    ev_timer idle_timer; /* drives the idle policy */
+    /* main's hooks for the admin console's SHUTDOWN and RELOAD (and SIGTERM/SIGHUP) */
+    void (*on_shutdown)(struct proxy *p, bool fast);
+    int (*on_reload)(struct proxy *p, char *err, size_t errlen);
+    void *on_shutdown_arg; /* main's context for the hooks */
+};
+
+/* Builds the context: TLS contexts (a self-signed certificate in DATA when none is configured),
+   hba and auth_file. The proxy takes a reference on cfg. NULL + err on failure. */
+struct proxy *proxy_new(struct ev_loop *loop, struct config *cfg, struct store *store,
+                        struct compute *primary, char *err, size_t errlen);
+
+/* Opens the TCP and unix listeners and starts accepting. 0 or -1 + err. */
+int proxy_listen(struct proxy *p, char *err, size_t errlen);
+
+/* Swaps in a new configuration snapshot (already validated; not-reloadable keys already kept).
+   Reloads hba and auth_file; keeps the old ones if the new ones do not parse. */
+void proxy_reload(struct proxy *p, struct config *cfg);
+
+/* Stops accepting. fast: closes every client now with 57P01. Otherwise clients are told nothing
+   and the caller waits for proxy_idle(). */
+void proxy_stop_accepting(struct proxy *p);
+void proxy_close_all(struct proxy *p, const char *reason);
+
+/* True when no client is connected. */
+bool proxy_idle(const struct proxy *p);
+
+/* Frees everything (clients must be gone). */
+void proxy_free(struct proxy *p);
+
+/* Called by the compute's state hook (wired in main). */
+void proxy_compute_changed(struct proxy *p, int from, int to);
+
+/* Cancel keys: register/unregister a client's proxy-issued key; look one up. */
+void proxy_cancel_add(struct proxy *p, struct client *c);
+void proxy_cancel_del(struct proxy *p, struct client *c);
+struct client *proxy_cancel_find(struct proxy *p, uint32_t pid, uint32_t key);
+
+/* Wall-clock milliseconds. */
+int64_t proxy_now_ms(void);
+
+/* Notes client activity (for the idle policy). */
+void proxy_touch(struct proxy *p);
+
+/* Re-arms the idle-policy timer (after activity ends, or a setting changes). */
+void proxy_idle_check(struct proxy *p);

@@ -1,0 +1,94 @@
+/*
+ * server: one connection from pgtide to a compute, as a state machine:
+ *
+ *   CONNECTING -> TLS_REQ -> TLS -> LOGIN -> IDLE <-> SETUP -> ACTIVE -> RESET -> IDLE
+ *
+ * LOGIN logs in as the pool's user (trust on a compute's private socket; SCRAM, md5 or password
+ * toward a static server). SETUP applies a client's startup parameters with one SET query;
+ * RESET runs server_reset_query after a client leaves. ACTIVE relays for its client.
+ * server_set_state is the only place the state changes.
+ */
+#pragma once
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pgtide/list.h"
+#include "pgtide/pkt.h"
+#include "pgtide/relay.h"
+#include "pgtide/scram.h"
+
+struct pool;
+struct client;
+
+enum server_state {
+    SERVER_CONNECTING,
+    SERVER_TLS_REQ,
+    SERVER_TLS,
+    SERVER_LOGIN,
+    SERVER_IDLE,
+    SERVER_SETUP,
+    SERVER_ACTIVE,
+    SERVER_RESET,
+    SERVER_CLOSING
+};
+
+#define SERVER_MAX_PARAMS 48
+
+struct server_param {
+    char *name, *value;
+};
+
+struct server {
+    struct list_node node; /* one of the pool's lists, by state */
+    struct pool *pool;
+    uint64_t id;
+    enum server_state state;
+    struct conn conn;
+    ev_timer timer;  /* connect timeout, idle timeout */
+    struct pkt_builder out_builder; /* pgtide's own messages to the server */
+    size_t out_off;
+    struct client *client;
+
+    struct server_param params[SERVER_MAX_PARAMS]; /* ParameterStatus as reported */
+    int nparams;
+    uint32_t pid, key; /* the backend's cancel key */
+    char txn;          /* last ReadyForQuery status */
+    int in_flight;     /* requests (Query, Sync, FunctionCall) whose ReadyForQuery is due */
+    bool is_unix;
+    struct scram_client scram;
+    int64_t connect_ms, state_since_ms, last_used_ms;
+    char error_code[6];
+    char error_msg[256];
+};
+
+/* Opens a new connection for pool (async). NULL when it cannot even start (error logged). */
+struct server *server_new(struct pool *pool);
+
+void server_set_state(struct server *s, enum server_state to);
+const char *server_state_name(enum server_state s);
+
+/* Hands an IDLE server to client c: SETUP when c's startup parameters need applying, then
+   client_attach_server(); otherwise attaches at once. */
+void server_assign(struct server *s, struct client *c);
+
+/* The client left. An idle-in-no-transaction server is reset and returned to the pool;
+   otherwise its query is cancelled and the connection closed. */
+void server_release(struct server *s);
+
+/* Closes at once (pool membership dropped). */
+void server_close(struct server *s, const char *reason);
+
+/* Relay: forwards what the server sent to its client (on server readable, client writable). */
+void server_pump(struct server *s);
+
+/* Frees a closed server (called by the proxy after the loop iteration that closed it). */
+void server_free(struct server *s);
+
+/* Sends a CancelRequest for this server's backend over a new connection (async, fire and
+   forget). */
+void server_send_cancel(struct server *s);
+
+/* Value of a reported parameter, or NULL. */
+const char *server_param(const struct server *s, const char *name);

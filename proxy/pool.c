@@ -1,0 +1,151 @@
+/*
+ * pool: server connections per (database, user) and the FIFO of clients waiting for one.
+ * A waiting client gets the first idle server; when none is idle and the pool is below
+ * pool_size a new connection is opened for it. A server that finishes its reset serves the
+ * next waiter before it is parked idle.
+ */
+#include "pgtide/pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgtide/client.h"
+#include "pgtide/config.h"
+#include "pgtide/log.h"
+#include "pgtide/proxy.h"
+#include "pgtide/server.h"
+
+struct pool *pool_get(struct proxy *p, const char *database, const char *user)
+{
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &p->pools)
+    {
+        struct pool *pool = container_of(it, struct pool, node);
+        if (strcmp(pool->database, database) == 0 && strcmp(pool->user, user) == 0)
+            return pool;
+    }
+    struct pool *pool = calloc(1, sizeof(*pool));
+    if (pool == NULL)
+        return NULL;
+    pool->database = strdup(database);
+    pool->user = strdup(user);
+    if (pool->database == NULL || pool->user == NULL) {
+        free(pool->database);
+        free(pool->user);
+        free(pool);
+        return NULL;
+    }
+    pool->proxy = p;
+    list_init(&pool->opening);
+    list_init(&pool->idle);
+    list_init(&pool->used);
+    list_init(&pool->waiting);
+    list_add_tail(&p->pools, &pool->node);
+    return pool;
+}
+
+/* Opens servers while clients wait and there is room; each opening server serves one waiter. */
+static void grow(struct pool *pool)
+{
+    struct proxy *p = pool->proxy;
+    size_t want = list_count(&pool->waiting);
+    size_t opening = list_count(&pool->opening);
+    while (opening < want && pool->nservers < p->cfg->pool_size) {
+        if (server_new(pool) == NULL) {
+            pool_login_failed(pool, "08006", "pgtide: could not connect to the server");
+            return;
+        }
+        opening++;
+    }
+}
+
+void pool_request(struct pool *pool, struct client *c)
+{
+    list_add_tail(&pool->waiting, &c->wait_node);
+    struct list_node *first = list_first(&pool->idle);
+    if (first != NULL && list_first(&pool->waiting) == &c->wait_node) {
+        pool_server_idle(pool, container_of(first, struct server, node));
+        return;
+    }
+    grow(pool);
+}
+
+void pool_cancel_wait(struct pool *pool, struct client *c)
+{
+    (void) pool;
+    list_del(&c->wait_node);
+}
+
+void pool_server_idle(struct pool *pool, struct server *s)
+{
+    struct list_node *first = list_first(&pool->waiting);
+    if (first == NULL) {
+        s->last_used_ms = proxy_now_ms();
+        return;
+    }
+    struct client *c = container_of(first, struct client, wait_node);
+    list_del(&c->wait_node);
+    pool->wait_us += (uint64_t) (proxy_now_ms() - c->wait_start_ms) * 1000;
+    server_assign(s, c);
+}
+
+void pool_server_gone(struct pool *pool, struct server *s)
+{
+    (void) s;
+    if (!list_empty(&pool->waiting) && !pool->proxy->shutting_down)
+        grow(pool);
+}
+
+void pool_login_failed(struct pool *pool, const char *sqlstate, const char *msg)
+{
+    /* every waiter beyond what the remaining opening servers can serve gets the error */
+    size_t opening = list_count(&pool->opening);
+    size_t waiting = list_count(&pool->waiting);
+    while (waiting > opening) {
+        struct list_node *last = pool->waiting.prev;
+        struct client *c = container_of(last, struct client, wait_node);
+        list_del(&c->wait_node);
+        client_fatal(c, sqlstate, "%s", msg);
+        waiting--;
+    }
+}
+
+void pool_maintain(struct pool *pool, int64_t now_ms)
+{
+    const struct config *cfg = pool->proxy->cfg;
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &pool->idle)
+    {
+        struct server *s = container_of(it, struct server, node);
+        if (cfg->server_idle_timeout > 0 && now_ms - s->last_used_ms >= cfg->server_idle_timeout &&
+            pool->nservers > cfg->min_pool_size)
+            server_close(s, "server_idle_timeout");
+        else if (cfg->server_lifetime > 0 && now_ms - s->connect_ms >= cfg->server_lifetime)
+            server_close(s, "server_lifetime");
+    }
+}
+
+void pool_close_idle_all(struct proxy *p)
+{
+    struct list_node *it, *tmp, *jt, *jtmp;
+    list_for_each_safe(it, tmp, &p->pools)
+    {
+        struct pool *pool = container_of(it, struct pool, node);
+        list_for_each_safe(jt, jtmp, &pool->idle)
+        {
+            server_close(container_of(jt, struct server, node), "closing idle servers");
+        }
+    }
+}
+
+int pool_count_clients(const struct pool *pool, int state)
+{
+    int n = 0;
+    struct list_node *it;
+    for (it = pool->proxy->clients.next; it != &pool->proxy->clients; it = it->next) {
+        struct client *c = container_of(it, struct client, node);
+        if (c->pool == pool && (int) c->state == state)
+            n++;
+    }
+    return n;
+}

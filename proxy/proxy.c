@@ -1,0 +1,544 @@
+/*
+ * proxy: the data plane's context and its glue. Opens the listeners (TCP v4/v6 and the unix
+ * socket .s.PGSQL.PORT) and accepts clients; keeps the cancel-key table; frees closed
+ * connections at the end of each loop iteration (so no callback ever touches freed memory);
+ * releases held clients when the compute reports it is running; and runs the idle policy:
+ * a periodic tick that measures how busy the data plane is and asks the compute to pause or
+ * suspend.
+ */
+#include "pgtide/proxy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "pgtide/authdb.h"
+#include "pgtide/client.h"
+#include "pgtide/compute.h"
+#include "pgtide/config.h"
+#include "pgtide/hba.h"
+#include "pgtide/log.h"
+#include "pgtide/policy.h"
+#include "pgtide/pool.h"
+#include "pgtide/server.h"
+#include "pgtide/sock.h"
+#include "pgtide/store.h"
+#include "pgtide/tls.h"
+#include "pgtide/userlist.h"
+
+#define IDLE_TICK_S 0.1
+
+int64_t proxy_now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+void proxy_touch(struct proxy *p)
+{
+    p->last_activity_ms = proxy_now_ms();
+}
+
+/* ---- cancel keys ------------------------------------------------------------------------- */
+
+static unsigned bucket(uint32_t pid, uint32_t key)
+{
+    return (pid ^ (key * 2654435761u)) % PROXY_CANCEL_BUCKETS;
+}
+
+void proxy_cancel_add(struct proxy *p, struct client *c)
+{
+    unsigned b = bucket(c->cancel_pid, c->cancel_key);
+    c->cancel_next = p->cancel_table[b];
+    p->cancel_table[b] = c;
+}
+
+void proxy_cancel_del(struct proxy *p, struct client *c)
+{
+    if (c->cancel_pid == 0)
+        return;
+    struct client **pp = &p->cancel_table[bucket(c->cancel_pid, c->cancel_key)];
+    while (*pp != NULL) {
+        if (*pp == c) {
+            *pp = c->cancel_next;
+            break;
+        }
+        pp = &(*pp)->cancel_next;
+    }
+    c->cancel_pid = 0;
+}
+
+struct client *proxy_cancel_find(struct proxy *p, uint32_t pid, uint32_t key)
+{
+    for (struct client *c = p->cancel_table[bucket(pid, key)]; c != NULL; c = c->cancel_next)
+        if (c->cancel_pid == pid && c->cancel_key == key)
+            return c;
+    return NULL;
+}
+
+/* ---- accept ------------------------------------------------------------------------------ */
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct listener *l = container_of(w, struct listener, io);
+    struct proxy *p = l->proxy;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept(l->fd, (struct sockaddr *) &ss, &len);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                log_warn("accept: %s (raise the fd limit or lower max_client_conn)",
+                         strerror(errno));
+            else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                     errno != ECONNABORTED)
+                log_warn("accept: %s", strerror(errno));
+            return;
+        }
+        if (sock_setup(fd, !l->is_unix) != 0) {
+            close(fd);
+            continue;
+        }
+        (void) client_accept(p, l, fd, (struct sockaddr *) &ss, len);
+    }
+}
+
+static int add_listener(struct proxy *p, int fd, bool is_unix, const char *path)
+{
+    if (p->nlisteners >= PROXY_MAX_LISTENERS) {
+        close(fd);
+        return -1;
+    }
+    struct listener *l = &p->listeners[p->nlisteners++];
+    l->fd = fd;
+    l->is_unix = is_unix;
+    l->proxy = p;
+    snprintf(l->path, sizeof(l->path), "%s", path ? path : "");
+    ev_io_init(&l->io, on_accept, fd, EV_READ);
+    ev_io_start(p->loop, &l->io);
+    return 0;
+}
+
+static int listen_tcp(struct proxy *p, const char *host, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res, *ai;
+    char ports[16];
+    snprintf(ports, sizeof(ports), "%d", port);
+    int rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, ports, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen_addr %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int opened = 0;
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+        if (fd < 0)
+            continue;
+        int on = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0 ||
+            sock_setup(fd, false) != 0) {
+            snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+            close(fd);
+            freeaddrinfo(res);
+            return -1;
+        }
+        if (add_listener(p, fd, false, NULL) == 0)
+            opened++;
+    }
+    freeaddrinfo(res);
+    if (opened == 0) {
+        snprintf(err, errlen, "no address to listen on for %s", host);
+        return -1;
+    }
+    return 0;
+}
+
+static int listen_unix(struct proxy *p, const char *dir, int port, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if ((size_t) snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", dir, port) >=
+        sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "unix_socket_dir too long");
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    /* a stale socket file of a previous run: remove it only if nobody answers on it */
+    if (connect(fd, (struct sockaddr *) &sun, sizeof(sun)) == 0) {
+        snprintf(err, errlen, "%s is in use by another server", sun.sun_path);
+        close(fd);
+        return -1;
+    }
+    unlink(sun.sun_path);
+    if (bind(fd, (struct sockaddr *) &sun, sizeof(sun)) != 0 || listen(fd, 4096) != 0 ||
+        sock_setup(fd, false) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", sun.sun_path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    chmod(sun.sun_path, (mode_t) p->cfg->unix_socket_mode);
+    return add_listener(p, fd, true, sun.sun_path);
+}
+
+int proxy_listen(struct proxy *p, char *err, size_t errlen)
+{
+    const struct config *cfg = p->cfg;
+    char *addrs = strdup(cfg->listen_addr);
+    if (addrs == NULL)
+        return -1;
+    char *save = NULL;
+    for (char *a = strtok_r(addrs, ", ", &save); a != NULL; a = strtok_r(NULL, ", ", &save)) {
+        if (listen_tcp(p, a, cfg->listen_port, err, errlen) != 0) {
+            free(addrs);
+            return -1;
+        }
+    }
+    free(addrs);
+    if (cfg->unix_socket_dir[0] != '\0' &&
+        listen_unix(p, cfg->unix_socket_dir, cfg->listen_port, err, errlen) != 0)
+        return -1;
+    log_info("listening on %s port %d%s%s", cfg->listen_addr, cfg->listen_port,
+             cfg->unix_socket_dir[0] ? " and unix socket dir " : "", cfg->unix_socket_dir);
+    return 0;
+}
+
+void proxy_stop_accepting(struct proxy *p)
+{
+    for (int i = 0; i < p->nlisteners; i++) {
+        struct listener *l = &p->listeners[i];
+        if (l->fd < 0)
+            continue;
+        ev_io_stop(p->loop, &l->io);
+        close(l->fd);
+        l->fd = -1;
+        if (l->path[0] != '\0')
+            unlink(l->path);
+    }
+}
+
+void proxy_close_all(struct proxy *p, const char *reason)
+{
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &p->clients)
+    {
+        struct client *c = container_of(it, struct client, node);
+        client_fatal(c, "57P01", "%s", reason);
+    }
+}
+
+bool proxy_idle(const struct proxy *p)
+{
+    return p->nclients == 0;
+}
+
+/* ---- reaper: frees what was closed during this loop iteration ----------------------------- */
+
+static void on_reap(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct proxy *p = container_of(w, struct proxy, reaper);
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &p->dead_clients)
+    {
+        list_del(it);
+        client_free(container_of(it, struct client, node));
+    }
+    list_for_each_safe(it, tmp, &p->dead_servers)
+    {
+        list_del(it);
+        server_free(container_of(it, struct server, node));
+    }
+}
+
+/* ---- compute and idle policy -------------------------------------------------------------- */
+
+void proxy_compute_changed(struct proxy *p, int from, int to)
+{
+    (void) from;
+    struct list_node *it, *tmp;
+    if (to == COMPUTE_RUNNING) {
+        if (p->authdb != NULL)
+            authdb_compute_ready(p->authdb);
+        if (!p->paused) {
+            list_for_each_safe(it, tmp, &p->held)
+            {
+                client_compute_ready(container_of(it, struct client, wait_node));
+            }
+        }
+    } else if (to == COMPUTE_FAILED || to == COMPUTE_SUSPENDED) {
+        /* servers of a compute that is gone are useless */
+        struct list_node *pt, *ptmp;
+        list_for_each_safe(pt, ptmp, &p->pools)
+        {
+            struct pool *pool = container_of(pt, struct pool, node);
+            struct list_node *lists[] = {&pool->idle, &pool->opening, &pool->used};
+            for (size_t i = 0; i < 3; i++) {
+                list_for_each_safe(it, tmp, lists[i])
+                {
+                    struct server *s = container_of(it, struct server, node);
+                    snprintf(s->error_code, sizeof(s->error_code), "%s",
+                             to == COMPUTE_FAILED ? "08006" : "57P01");
+                    snprintf(s->error_msg, sizeof(s->error_msg), "%s",
+                             to == COMPUTE_FAILED
+                                 ? "pgtide: the compute stopped unexpectedly; your session was "
+                                   "lost, reconnect (committed work is kept)"
+                                 : "pgtide: the compute was suspended");
+                    server_close(s, to == COMPUTE_FAILED ? "compute failed" : "compute stopped");
+                }
+            }
+        }
+        if (to == COMPUTE_FAILED && p->authdb != NULL)
+            authdb_compute_failed(p->authdb);
+        /* demand is still there: start again */
+        if (!list_empty(&p->held) && !p->shutting_down)
+            compute_wake(p->primary);
+    }
+}
+
+/* Counts what keeps the compute awake. */
+static void measure(struct proxy *p, int *active, int *unparkable)
+{
+    *active = 0;
+    *unparkable = 0;
+    struct list_node *it;
+    for (it = p->clients.next; it != &p->clients; it = it->next) {
+        struct client *c = container_of(it, struct client, node);
+        if (c->state == CLIENT_WAITING)
+            (*active)++;
+        if (c->server == NULL)
+            continue;
+        if (c->server->in_flight > 0 || c->server->txn != 'I' || c->server->state != SERVER_ACTIVE)
+            (*active)++;
+        /* session state on a server cannot be carried over a suspend yet */
+        (*unparkable)++;
+    }
+}
+
+static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct proxy *p = container_of(w, struct proxy, idle_timer);
+    int64_t now = proxy_now_ms();
+    static int64_t last_maintain;
+    if (now - last_maintain >= 1000) {
+        last_maintain = now;
+        struct list_node *it, *tmp;
+        list_for_each_safe(it, tmp, &p->pools)
+        {
+            pool_maintain(container_of(it, struct pool, node), now);
+        }
+    }
+    if (p->primary == NULL || compute_is_static(p->primary) || p->shutting_down)
+        return;
+    struct policy_idle_input in = {
+        .state = compute_get_state(p->primary),
+        .now_ms = now,
+        .last_activity_ms = p->last_activity_ms,
+        .pause_after = p->cfg->pause_after,
+        .suspend_after = p->cfg->suspend_after,
+        .is_static = false,
+    };
+    measure(p, &in.active_queries, &in.unparkable_sessions);
+    if (!list_empty(&p->held))
+        in.active_queries++;
+    switch (policy_idle(&in)) {
+    case POLICY_PAUSE:
+        if (compute_pause(p->primary) != 0)
+            log_warn("could not pause the compute");
+        break;
+    case POLICY_SUSPEND:
+        pool_close_idle_all(p);
+        if (compute_suspend(p->primary) != 0)
+            log_warn("could not suspend the compute");
+        break;
+    case POLICY_NONE:
+        break;
+    }
+}
+
+void proxy_idle_check(struct proxy *p)
+{
+    (void) p;
+}
+
+/* ---- life cycle --------------------------------------------------------------------------- */
+
+static int load_auth(struct proxy *p, const struct config *cfg, struct hba **hba,
+                     struct userlist **ul, char *err, size_t errlen)
+{
+    *hba = NULL;
+    *ul = NULL;
+    if (cfg->hba_file[0] != '\0') {
+        *hba = hba_load(cfg->hba_file, err, errlen);
+        if (*hba == NULL)
+            return -1;
+    }
+    if (cfg->auth_file[0] != '\0') {
+        *ul = userlist_load(cfg->auth_file, err, errlen);
+        if (*ul == NULL) {
+            if (*hba != NULL)
+                hba_free(*hba);
+            *hba = NULL;
+            return -1;
+        }
+    }
+    (void) p;
+    return 0;
+}
+
+static int setup_tls(struct proxy *p, const struct config *cfg, char *err, size_t errlen)
+{
+    if (cfg->client_tls_sslmode != SSLMODE_DISABLE) {
+        char *cert = NULL, *key = NULL;
+        const char *certf = cfg->client_tls_cert_file, *keyf = cfg->client_tls_key_file;
+        if (certf[0] == '\0') {
+            cert = store_path(p->store, "state/server.crt");
+            key = store_path(p->store, "state/server.key");
+            if (cert == NULL || key == NULL ||
+                tls_make_self_signed(cert, key, err, errlen) != 0) {
+                free(cert);
+                free(key);
+                return -1;
+            }
+            certf = cert;
+            keyf = key;
+        }
+        p->tls_server = tls_server_ctx_new(certf, keyf, cfg->client_tls_ca_file,
+                                           cfg->client_tls_sslmode, err, errlen);
+        free(cert);
+        free(key);
+        if (p->tls_server == NULL)
+            return -1;
+    }
+    if (cfg->server_tls_sslmode != SSLMODE_DISABLE) {
+        p->tls_client = tls_client_ctx_new(cfg->server_tls_ca_file, cfg->server_tls_sslmode, err,
+                                           errlen);
+        if (p->tls_client == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+struct proxy *proxy_new(struct ev_loop *loop, struct config *cfg, struct store *store,
+                        struct compute *primary, char *err, size_t errlen)
+{
+    struct proxy *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->loop = loop;
+    p->cfg = config_ref(cfg);
+    p->store = store;
+    p->primary = primary;
+    list_init(&p->clients);
+    list_init(&p->held);
+    list_init(&p->pools);
+    list_init(&p->dead_clients);
+    list_init(&p->dead_servers);
+    p->started_ms = p->last_activity_ms = proxy_now_ms();
+    if (RAND_bytes(p->mock_key, sizeof(p->mock_key)) != 1 ||
+        setup_tls(p, cfg, err, errlen) != 0 ||
+        load_auth(p, cfg, &p->hba, &p->auth_file, err, errlen) != 0) {
+        proxy_free(p);
+        return NULL;
+    }
+    p->authdb = authdb_new(p);
+    if (p->authdb == NULL) {
+        snprintf(err, errlen, "cannot open the auth cache");
+        proxy_free(p);
+        return NULL;
+    }
+    ev_check_init(&p->reaper, on_reap);
+    ev_check_start(loop, &p->reaper);
+    ev_timer_init(&p->idle_timer, on_idle_tick, IDLE_TICK_S, IDLE_TICK_S);
+    ev_timer_start(loop, &p->idle_timer);
+    return p;
+}
+
+void proxy_reload(struct proxy *p, struct config *cfg)
+{
+    char err[512];
+    struct hba *hba;
+    struct userlist *ul;
+    if (load_auth(p, cfg, &hba, &ul, err, sizeof(err)) != 0) {
+        log_error("reload: %s; keeping the previous hba_file and auth_file", err);
+    } else {
+        if (p->hba != NULL)
+            hba_free(p->hba);
+        if (p->auth_file != NULL)
+            userlist_free(p->auth_file);
+        p->hba = hba;
+        p->auth_file = ul;
+    }
+    config_unref(p->cfg);
+    p->cfg = config_ref(cfg);
+    log_info("configuration reloaded");
+}
+
+void proxy_free(struct proxy *p)
+{
+    if (p == NULL)
+        return;
+    proxy_stop_accepting(p);
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &p->clients)
+    {
+        client_close(container_of(it, struct client, node), "shutdown");
+    }
+    list_for_each_safe(it, tmp, &p->pools)
+    {
+        struct pool *pool = container_of(it, struct pool, node);
+        struct list_node *lists[] = {&pool->idle, &pool->opening, &pool->used};
+        struct list_node *st, *stmp;
+        for (size_t i = 0; i < 3; i++)
+            list_for_each_safe(st, stmp, lists[i])
+            {
+                server_close(container_of(st, struct server, node), "shutdown");
+            }
+    }
+    if (p->loop != NULL) {
+        on_reap(p->loop, &p->reaper, 0);
+        ev_check_stop(p->loop, &p->reaper);
+        ev_timer_stop(p->loop, &p->idle_timer);
+    }
+    list_for_each_safe(it, tmp, &p->pools)
+    {
+        struct pool *pool = container_of(it, struct pool, node);
+        list_del(it);
+        free(pool->database);
+        free(pool->user);
+        free(pool);
+    }
+    if (p->authdb != NULL)
+        authdb_free(p->authdb);
+    if (p->hba != NULL)
+        hba_free(p->hba);
+    if (p->auth_file != NULL)
+        userlist_free(p->auth_file);
+    if (p->tls_server != NULL)
+        SSL_CTX_free(p->tls_server);
+    if (p->tls_client != NULL)
+        SSL_CTX_free(p->tls_client);
+    config_unref(p->cfg);
+    free(p);
+}

@@ -1,0 +1,957 @@
+/*
+ * server: pgtide's connections to a compute. A server connection is opened for a pool (one
+ * database and user), logs in (trust on a compute's private socket; SCRAM with the ClientKey a
+ * client proved, or md5/password from auth_file, toward a static server), and then serves one
+ * client at a time: SETUP applies the client's startup parameters, ACTIVE relays, RESET runs
+ * server_reset_query when the client leaves. server_set_state() is the only place the state
+ * changes, and it keeps the server in the pool list that matches its state.
+ */
+#include "pgtide/server.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "pgtide/client.h"
+#include "pgtide/compute.h"
+#include "pgtide/config.h"
+#include "pgtide/log.h"
+#include "pgtide/pkt.h"
+#include "pgtide/pool.h"
+#include "pgtide/proxy.h"
+#include "pgtide/secret.h"
+#include "pgtide/userlist.h"
+
+static const char *const state_names[] = {"connecting", "tls_request", "tls",   "login", "idle",
+                                          "setup",      "active",      "reset", "closing"};
+
+const char *server_state_name(enum server_state s)
+{
+    return s <= SERVER_CLOSING ? state_names[s] : "?";
+}
+
+#define SLOG(lvl, s, fmt, ...)                                                                     \
+    log_write(lvl, "S-%llu %s/%s: " fmt, (unsigned long long) (s)->id, (s)->pool->database,       \
+              (s)->pool->user, ##__VA_ARGS__)
+
+static struct proxy *proxy_of(const struct server *s)
+{
+    return s->pool->proxy;
+}
+
+static void io_set(struct ev_loop *loop, ev_io *w, bool on)
+{
+    if (on && !ev_is_active(w))
+        ev_io_start(loop, w);
+    else if (!on && ev_is_active(w))
+        ev_io_stop(loop, w);
+}
+
+static bool legal(enum server_state from, enum server_state to)
+{
+    if (to == SERVER_CLOSING)
+        return true;
+    switch (from) {
+    case SERVER_CONNECTING:
+        return to == SERVER_TLS_REQ || to == SERVER_LOGIN;
+    case SERVER_TLS_REQ:
+        return to == SERVER_TLS || to == SERVER_LOGIN;
+    case SERVER_TLS:
+        return to == SERVER_LOGIN;
+    case SERVER_LOGIN:
+        return to == SERVER_IDLE;
+    case SERVER_IDLE:
+        return to == SERVER_SETUP || to == SERVER_ACTIVE;
+    case SERVER_SETUP:
+        return to == SERVER_ACTIVE || to == SERVER_RESET;
+    case SERVER_ACTIVE:
+        return to == SERVER_RESET || to == SERVER_IDLE;
+    case SERVER_RESET:
+        return to == SERVER_IDLE;
+    default:
+        return false;
+    }
+}
+
+void server_set_state(struct server *s, enum server_state to)
+{
+    enum server_state from = s->state;
+    if (from == to)
+        return;
+    assert(legal(from, to));
+    struct pool *pool = s->pool;
+    list_del(&s->node);
+    switch (to) {
+    case SERVER_CONNECTING:
+    case SERVER_TLS_REQ:
+    case SERVER_TLS:
+    case SERVER_LOGIN:
+        list_add_tail(&pool->opening, &s->node);
+        break;
+    case SERVER_IDLE:
+        list_add_tail(&pool->idle, &s->node);
+        break;
+    case SERVER_SETUP:
+    case SERVER_ACTIVE:
+    case SERVER_RESET:
+        list_add_tail(&pool->used, &s->node);
+        break;
+    case SERVER_CLOSING:
+        break;
+    }
+    s->state = to;
+    s->state_since_ms = proxy_now_ms();
+    if (log_enabled(LOG_LVL_DEBUG))
+        SLOG(LOG_LVL_DEBUG, s, "%s -> %s", server_state_name(from), server_state_name(to));
+}
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+static struct pkt_builder *outb(struct server *s)
+{
+    if (s->out_builder.buf == NULL)
+        pkt_builder_init_dyn(&s->out_builder, 512);
+    return &s->out_builder;
+}
+
+/* Writes pgtide's own bytes to the server. true when all are written. */
+static bool flush_out(struct server *s)
+{
+    struct pkt_builder *b = &s->out_builder;
+    while (b->buf != NULL && s->out_off < b->len) {
+        ssize_t n = sock_write(&s->conn.sock, b->buf + s->out_off, b->len - s->out_off);
+        if (n > 0) {
+            s->out_off += (size_t) n;
+            continue;
+        }
+        if (n == SOCK_AGAIN) {
+            io_set(proxy_of(s)->loop, &s->conn.wio, true);
+            return false;
+        }
+        server_close(s, "write error");
+        return false;
+    }
+    if (b->buf != NULL) {
+        pkt_builder_free(b);
+        memset(b, 0, sizeof(*b));
+        s->out_off = 0;
+    }
+    return true;
+}
+
+/* ---- parameters -------------------------------------------------------------------------- */
+
+const char *server_param(const struct server *s, const char *name)
+{
+    for (int i = 0; i < s->nparams; i++)
+        if (strcmp(s->params[i].name, name) == 0)
+            return s->params[i].value;
+    return NULL;
+}
+
+static void set_param(struct server *s, const char *name, const char *value)
+{
+    for (int i = 0; i < s->nparams; i++) {
+        if (strcmp(s->params[i].name, name) == 0) {
+            char *v = strdup(value);
+            if (v != NULL) {
+                free(s->params[i].value);
+                s->params[i].value = v;
+            }
+            return;
+        }
+    }
+    if (s->nparams >= SERVER_MAX_PARAMS)
+        return;
+    char *n = strdup(name), *v = strdup(value);
+    if (n == NULL || v == NULL) {
+        free(n);
+        free(v);
+        return;
+    }
+    s->params[s->nparams].name = n;
+    s->params[s->nparams].value = v;
+    s->nparams++;
+}
+
+/* ---- close ------------------------------------------------------------------------------- */
+
+void server_close(struct server *s, const char *reason)
+{
+    if (s->state == SERVER_CLOSING)
+        return;
+    struct proxy *p = proxy_of(s);
+    struct pool *pool = s->pool;
+    SLOG(s->state == SERVER_IDLE ? LOG_LVL_DEBUG : LOG_LVL_INFO, s, "closed: %s", reason);
+    bool was_login = s->state < SERVER_IDLE;
+    server_set_state(s, SERVER_CLOSING);
+    ev_io_stop(p->loop, &s->conn.rio);
+    ev_io_stop(p->loop, &s->conn.wio);
+    ev_timer_stop(p->loop, &s->timer);
+    pool->nservers--;
+    struct client *c = s->client;
+    s->client = NULL;
+    if (c != NULL) {
+        c->server = NULL;
+        client_server_lost(c, s->error_code[0] ? s->error_code : "08006",
+                           s->error_msg[0] ? s->error_msg : "pgtide: server connection lost");
+    }
+    relay_conn_close(&s->conn);
+    if (s->out_builder.buf != NULL)
+        pkt_builder_free(&s->out_builder);
+    memset(&s->out_builder, 0, sizeof(s->out_builder));
+    list_add_tail(&p->dead_servers, &s->node);
+    if (was_login)
+        pool_login_failed(pool, s->error_code[0] ? s->error_code : "08006",
+                          s->error_msg[0] ? s->error_msg : "pgtide: could not connect to server");
+    pool_server_gone(pool, s);
+}
+
+void server_free(struct server *s)
+{
+    for (int i = 0; i < s->nparams; i++) {
+        free(s->params[i].name);
+        free(s->params[i].value);
+    }
+    scram_client_clear(&s->scram);
+    free(s);
+}
+
+/* ---- login ------------------------------------------------------------------------------- */
+
+static void send_startup(struct server *s)
+{
+    struct pkt_param params[3] = {
+        {"user", s->pool->user},
+        {"database", s->pool->database},
+        {"application_name", "pgtide"},
+    };
+    pkt_write_startup(outb(s), params, 3);
+    server_set_state(s, SERVER_LOGIN);
+    (void) flush_out(s);
+}
+
+static void login_fail(struct server *s, const char *code, const char *fmt, const char *arg)
+{
+    snprintf(s->error_code, sizeof(s->error_code), "%s", code);
+    snprintf(s->error_msg, sizeof(s->error_msg), fmt, arg);
+    server_close(s, s->error_msg);
+}
+
+/* The backend's password for the pool's user from auth_file (a static server). */
+static bool backend_secret(struct server *s, struct secret *out)
+{
+    struct proxy *p = proxy_of(s);
+    const char *text = p->auth_file ? userlist_get(p->auth_file, s->pool->user) : NULL;
+    return text != NULL && secret_parse(text, out) == 0;
+}
+
+static void login_sasl(struct server *s, uint32_t code, const uint8_t *data, size_t dlen)
+{
+    char out[SCRAM_MSG_MAX + 128];
+    size_t olen = 0;
+    if (code == PKT_AUTH_SASL) {
+        struct secret sec = {0};
+        int rc = -1;
+        if (s->pool->has_client_key)
+            rc = scram_client_init_keys(&s->scram, s->pool->client_key, &s->pool->client_keys);
+        else if (backend_secret(s, &sec) && sec.kind == SECRET_PLAIN)
+            rc = scram_client_init_password(&s->scram, sec.plain);
+        secret_clear(&sec);
+        if (rc != 0 || scram_client_first(&s->scram, out, sizeof(out), &olen) != 0) {
+            login_fail(s, "28P01",
+                       "pgtide: no credentials to log in to the server as \"%s\" with SCRAM "
+                       "(log in with SCRAM first, or put a password in auth_file)",
+                       s->pool->user);
+            return;
+        }
+        pkt_write_sasl_initial(outb(s), SCRAM_MECH, out, olen);
+    } else if (code == PKT_AUTH_SASL_CONTINUE) {
+        if (scram_client_final(&s->scram, data, dlen, out, sizeof(out), &olen) != 0) {
+            login_fail(s, "28P01",
+                       "pgtide: SCRAM login to the server as \"%s\" failed (the server's verifier "
+                       "differs from pgtide's)",
+                       s->pool->user);
+            return;
+        }
+        pkt_write_sasl_response(outb(s), out, olen);
+    } else {
+        if (scram_client_verify(&s->scram, data, dlen) != 0)
+            login_fail(s, "08006", "pgtide: the server's SCRAM signature for \"%s\" is wrong",
+                       s->pool->user);
+        return;
+    }
+    (void) flush_out(s);
+}
+
+static void login_auth(struct server *s, const uint8_t *body, uint32_t blen)
+{
+    uint32_t code;
+    const uint8_t *data;
+    size_t dlen;
+    if (pkt_parse_auth(body, blen, &code, &data, &dlen) != PKT_OK) {
+        login_fail(s, "08P01", "pgtide: malformed authentication request from %s", "server");
+        return;
+    }
+    if (code == PKT_AUTH_OK)
+        return;
+    if (code == PKT_AUTH_SASL || code == PKT_AUTH_SASL_CONTINUE || code == PKT_AUTH_SASL_FINAL) {
+        login_sasl(s, code, data, dlen);
+        return;
+    }
+    struct secret sec = {0};
+    if (!backend_secret(s, &sec)) {
+        login_fail(s, "28P01", "pgtide: no password in auth_file to log in to the server as \"%s\"",
+                   s->pool->user);
+        return;
+    }
+    if (code == PKT_AUTH_MD5 && dlen == 4) {
+        char resp[40];
+        if (secret_md5_response(&sec, s->pool->user, data, resp) == 0) {
+            pkt_write_password(outb(s), resp);
+            (void) flush_out(s);
+        } else {
+            login_fail(s, "28P01", "pgtide: cannot answer md5 for \"%s\"", s->pool->user);
+        }
+    } else if (code == PKT_AUTH_CLEARTEXT && sec.kind == SECRET_PLAIN) {
+        pkt_write_password(outb(s), sec.plain);
+        (void) flush_out(s);
+    } else {
+        login_fail(s, "28000", "pgtide: unsupported authentication method asked by server for %s",
+                   s->pool->user);
+    }
+    secret_clear(&sec);
+}
+
+static void record_error(struct server *s, const uint8_t *body, uint32_t blen)
+{
+    struct pkt_error_fields f;
+    if (pkt_parse_error_fields(body, blen, &f) != PKT_OK) {
+        snprintf(s->error_code, sizeof(s->error_code), "08P01");
+        snprintf(s->error_msg, sizeof(s->error_msg), "malformed error from server");
+        return;
+    }
+    snprintf(s->error_code, sizeof(s->error_code), "%s", f.code ? f.code : "XX000");
+    snprintf(s->error_msg, sizeof(s->error_msg), "%s", f.message ? f.message : "server error");
+}
+
+/* Messages while logging in, setting up or resetting: all consumed here. */
+static void internal_message(struct server *s, uint8_t t, const uint8_t *body, uint32_t blen)
+{
+    const char *name, *value;
+    char st;
+    switch (t) {
+    case 'R':
+        if (s->state == SERVER_LOGIN)
+            login_auth(s, body, blen);
+        return;
+    case 'S':
+        if (pkt_parse_param_status(body, blen, &name, &value) == PKT_OK)
+            set_param(s, name, value);
+        return;
+    case 'K':
+        if (pkt_parse_backend_key(body, blen, &s->pid, &s->key) != PKT_OK)
+            login_fail(s, "08P01", "pgtide: malformed %s from server", "BackendKeyData");
+        return;
+    case 'E':
+        record_error(s, body, blen);
+        if (s->state == SERVER_LOGIN)
+            server_close(s, s->error_msg);
+        return;
+    case 'Z':
+        if (pkt_parse_ready(body, blen, &st) != PKT_OK) {
+            server_close(s, "malformed ReadyForQuery");
+            return;
+        }
+        s->txn = st;
+        if (s->in_flight > 0)
+            s->in_flight--;
+        if (s->in_flight > 0)
+            return;
+        if (s->state == SERVER_LOGIN) {
+            ev_timer_stop(proxy_of(s)->loop, &s->timer);
+            SLOG(LOG_LVL_DEBUG, s, "logged in (backend pid %u)", s->pid);
+            s->error_code[0] = s->error_msg[0] = '\0';
+            server_set_state(s, SERVER_IDLE);
+            pool_server_idle(s->pool, s);
+        } else if (s->state == SERVER_SETUP) {
+            struct client *c = s->client;
+            if (s->error_code[0] != '\0' && c != NULL) {
+                char code[6], msg[256];
+                memcpy(code, s->error_code, sizeof(code));
+                memcpy(msg, s->error_msg, sizeof(msg));
+                s->error_code[0] = s->error_msg[0] = '\0';
+                s->client = NULL;
+                c->server = NULL;
+                server_set_state(s, SERVER_RESET);
+                server_set_state(s, SERVER_IDLE);
+                pool_server_idle(s->pool, s);
+                client_fatal(c, code, "%s", msg);
+                return;
+            }
+            server_set_state(s, SERVER_ACTIVE);
+            if (c != NULL)
+                client_attach_server(c, s);
+            else
+                server_release(s);
+        } else if (s->state == SERVER_RESET) {
+            s->error_code[0] = s->error_msg[0] = '\0';
+            s->last_used_ms = proxy_now_ms();
+            server_set_state(s, SERVER_IDLE);
+            pool_server_idle(s->pool, s);
+        }
+        return;
+    case 'N':
+    case 'C':
+    case 'I':
+    case 'v':
+    case 'T':
+    case 'D':
+        return;
+    default:
+        if (s->state == SERVER_IDLE) {
+            server_close(s, "unexpected message while idle");
+            return;
+        }
+        return;
+    }
+}
+
+/* Consumes whole messages from the input while the server is not relaying. */
+static void process_internal(struct server *s)
+{
+    struct buf *b = s->conn.in;
+    while (b != NULL && buf_len(b) >= 5 && s->state != SERVER_CLOSING &&
+           s->state != SERVER_ACTIVE) {
+        struct pkt_hdr h;
+        enum pkt_status st = pkt_read_hdr(b->data + b->rpos, buf_len(b), BUF_SIZE - 1, &h);
+        if (st == PKT_INCOMPLETE)
+            break;
+        if (st != PKT_OK) {
+            server_close(s, "invalid message from server");
+            return;
+        }
+        if (buf_len(b) < h.len + 1)
+            break;
+        const uint8_t *body = b->data + b->rpos + 5;
+        b->rpos += h.len + 1;
+        s->conn.scan = b->rpos;
+        internal_message(s, h.type, body, h.len - 4);
+        b = s->conn.in;
+    }
+    if (s->state == SERVER_ACTIVE)
+        server_pump(s);
+    else if (s->state != SERVER_CLOSING)
+        relay_release_idle(&s->conn);
+}
+
+/* ---- relay: server -> client ------------------------------------------------------------- */
+
+static bool server_wants(void *arg, uint8_t t)
+{
+    (void) arg;
+    return t == 'Z' || t == 'S';
+}
+
+static void ready_for_query(struct server *s, char st)
+{
+    struct proxy *p = proxy_of(s);
+    struct client *c = s->client;
+    s->txn = st;
+    if (s->in_flight > 0)
+        s->in_flight--;
+    p->stats.queries++;
+    s->pool->queries++;
+    int64_t now = proxy_now_ms();
+    if (c != NULL) {
+        c->queries++;
+        c->txn = st;
+        if (c->request_ms > 0)
+            p->stats.query_time_us += (uint64_t) (now - c->request_ms) * 1000;
+    }
+    if (st == 'I') {
+        p->stats.xacts++;
+        s->pool->xacts++;
+    }
+    s->last_used_ms = now;
+    proxy_touch(p);
+}
+
+static enum relay_verdict server_message(void *arg, uint8_t t, const uint8_t *body, uint32_t blen)
+{
+    struct server *s = arg;
+    if (t == 'Z') {
+        char st;
+        if (pkt_parse_ready(body, blen, &st) == PKT_OK)
+            ready_for_query(s, st);
+    } else if (t == 'S') {
+        const char *name, *value;
+        if (pkt_parse_param_status(body, blen, &name, &value) == PKT_OK)
+            set_param(s, name, value);
+    }
+    return RELAY_FORWARD;
+}
+
+static const struct relay_ops server_ops = {server_wants, NULL, server_message};
+
+void server_pump(struct server *s)
+{
+    struct proxy *p = proxy_of(s);
+    struct client *c = s->client;
+    if (s->state != SERVER_ACTIVE || c == NULL)
+        return;
+    if (c->out_off < c->out_builder.len) {
+        /* pgtide's own bytes to the client go first */
+        io_set(p->loop, &s->conn.rio, false);
+        client_want_write(c);
+        return;
+    }
+    enum relay_status st =
+        relay_pump(&s->conn, &c->conn.sock, UINT32_MAX - 1, &server_ops, s);
+    if (s->state == SERVER_CLOSING)
+        return;
+    switch (st) {
+    case RELAY_OK:
+    case RELAY_STOPPED:
+        io_set(p->loop, &s->conn.rio, true);
+        relay_release_idle(&s->conn);
+        break;
+    case RELAY_BLOCKED:
+        io_set(p->loop, &s->conn.rio, false);
+        client_want_write(c);
+        break;
+    case RELAY_BAD_INPUT:
+        server_close(s, "invalid message length from server");
+        break;
+    case RELAY_DST_ERROR:
+        client_close(c, "write error");
+        break;
+    }
+}
+
+/* ---- watchers ---------------------------------------------------------------------------- */
+
+static void connected(struct server *s)
+{
+    struct proxy *p = proxy_of(s);
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(s->conn.sock.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        snprintf(s->error_code, sizeof(s->error_code), "08006");
+        snprintf(s->error_msg, sizeof(s->error_msg), "pgtide: could not connect to server: %s",
+                 strerror(err ? err : errno));
+        server_close(s, s->error_msg);
+        return;
+    }
+    io_set(p->loop, &s->conn.wio, false);
+    io_set(p->loop, &s->conn.rio, true);
+    if (!s->is_unix && p->tls_client != NULL) {
+        pkt_write_ssl_request(outb(s));
+        server_set_state(s, SERVER_TLS_REQ);
+        (void) flush_out(s);
+        return;
+    }
+    send_startup(s);
+}
+
+static void tls_answer(struct server *s)
+{
+    struct proxy *p = proxy_of(s);
+    uint8_t ch;
+    ssize_t n = sock_read(&s->conn.sock, &ch, 1);
+    if (n == SOCK_AGAIN)
+        return;
+    if (n != 1 || (ch != 'S' && ch != 'N')) {
+        login_fail(s, "08P01", "pgtide: bad answer to SSLRequest from %s", "server");
+        return;
+    }
+    if (ch == 'N') {
+        if (p->cfg->server_tls_sslmode >= SSLMODE_REQUIRE) {
+            login_fail(s, "08006", "pgtide: the server does not support TLS (%s)",
+                       "server_tls_sslmode");
+            return;
+        }
+        send_startup(s);
+        return;
+    }
+    if (sock_tls_start(&s->conn.sock, p->tls_client) != 0) {
+        login_fail(s, "08006", "pgtide: %s", "TLS setup failed");
+        return;
+    }
+    server_set_state(s, SERVER_TLS);
+}
+
+static void tls_step(struct server *s)
+{
+    struct proxy *p = proxy_of(s);
+    int r = sock_tls_handshake(&s->conn.sock, false);
+    if (r == SOCK_AGAIN) {
+        io_set(p->loop, &s->conn.wio, s->conn.sock.want_write);
+        return;
+    }
+    if (r != 1) {
+        login_fail(s, "08006", "pgtide: TLS handshake with the server failed%s", "");
+        return;
+    }
+    io_set(p->loop, &s->conn.wio, false);
+    send_startup(s);
+}
+
+static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct server *s = container_of(w, struct server, conn.rio);
+    if (s->state == SERVER_TLS_REQ) {
+        tls_answer(s);
+        if (s->state != SERVER_TLS)
+            return;
+    }
+    if (s->state == SERVER_TLS) {
+        tls_step(s);
+        return;
+    }
+    ssize_t n = relay_read(&s->conn);
+    if (n == RELAY_READ_EOF || n == SOCK_ERROR || n == RELAY_READ_NOMEM) {
+        server_close(s, n == RELAY_READ_EOF ? "server closed the connection" : "read error");
+        return;
+    }
+    if (n > 0 && s->client != NULL) {
+        s->client->bytes_sent += (uint64_t) n;
+        proxy_of(s)->stats.bytes_sent += (uint64_t) n;
+        s->pool->bytes_sent += (uint64_t) n;
+    }
+    if (s->state == SERVER_ACTIVE)
+        server_pump(s);
+    else
+        process_internal(s);
+}
+
+static void on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct server *s = container_of(w, struct server, conn.wio);
+    switch (s->state) {
+    case SERVER_CONNECTING:
+        connected(s);
+        return;
+    case SERVER_TLS:
+        tls_step(s);
+        return;
+    default:
+        break;
+    }
+    if (!flush_out(s))
+        return;
+    io_set(proxy_of(s)->loop, &s->conn.wio, false);
+    if (s->state == SERVER_ACTIVE && s->client != NULL)
+        client_pump(s->client);
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct server *s = container_of(w, struct server, timer);
+    if (s->state < SERVER_IDLE)
+        login_fail(s, "08006", "pgtide: could not connect to server: %s",
+                   "timeout (server_connect_timeout)");
+}
+
+/* ---- connect ----------------------------------------------------------------------------- */
+
+/* Opens a non-blocking connection to the compute's endpoint. Returns the fd or -1. */
+static int open_endpoint(struct compute *cp, bool *is_unix, char *err, size_t errlen)
+{
+    const char *host = compute_host(cp);
+    int port = compute_port(cp);
+    *is_unix = compute_is_unix(cp);
+    if (*is_unix) {
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        if ((size_t) snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", host, port) >=
+            sizeof(sun.sun_path)) {
+            snprintf(err, errlen, "socket path too long");
+            return -1;
+        }
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd < 0 || sock_setup(fd, false) != 0) {
+            snprintf(err, errlen, "socket: %s", strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        if (connect(fd, (struct sockaddr *) &sun, sizeof(sun)) != 0 && errno != EINPROGRESS &&
+            errno != EAGAIN) {
+            snprintf(err, errlen, "connect %s: %s", sun.sun_path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        return fd;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai = NULL;
+    char ports[16];
+    snprintf(ports, sizeof(ports), "%d", port);
+    const char *h = strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
+    int rc = getaddrinfo(h, ports, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "static_host must be a numeric address: %s", gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    if (fd < 0 || sock_setup(fd, true) != 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        freeaddrinfo(ai);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        snprintf(err, errlen, "connect %s:%d: %s", host, port, strerror(errno));
+        freeaddrinfo(ai);
+        close(fd);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+struct server *server_new(struct pool *pool)
+{
+    struct proxy *p = pool->proxy;
+    char err[256];
+    bool is_unix;
+    int fd = open_endpoint(p->primary, &is_unix, err, sizeof(err));
+    if (fd < 0) {
+        log_warn("pool %s/%s: cannot open a server connection: %s", pool->database, pool->user,
+                 err);
+        return NULL;
+    }
+    struct server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(fd);
+        return NULL;
+    }
+    s->pool = pool;
+    s->id = ++p->next_server_id;
+    s->state = SERVER_CONNECTING;
+    s->is_unix = is_unix;
+    s->txn = 'I';
+    relay_conn_init(&s->conn, fd);
+    list_init(&s->node);
+    list_add_tail(&pool->opening, &s->node);
+    pool->nservers++;
+    p->stats.servers_total++;
+    s->connect_ms = s->state_since_ms = s->last_used_ms = proxy_now_ms();
+    ev_io_init(&s->conn.rio, on_read, fd, EV_READ);
+    ev_io_init(&s->conn.wio, on_write, fd, EV_WRITE);
+    ev_timer_init(&s->timer, on_timer, (double) p->cfg->server_connect_timeout / 1000.0, 0.0);
+    ev_timer_start(p->loop, &s->timer);
+    ev_io_start(p->loop, &s->conn.wio);
+    return s;
+}
+
+/* ---- assign / release -------------------------------------------------------------------- */
+
+/* Appends "SET name TO 'value'; " with the value quoted as a string literal. */
+static void append_set(struct pkt_builder *b, const char *name, const char *value)
+{
+    pkt_put_bytes(b, "SET ", 4);
+    /* a quoted identifier keeps names like "DateStyle" and dotted custom names intact */
+    pkt_put_bytes(b, "\"", 1);
+    for (const char *q = name; *q; q++) {
+        if (*q == '"')
+            pkt_put_bytes(b, "\"", 1);
+        pkt_put_bytes(b, q, 1);
+    }
+    pkt_put_bytes(b, "\" TO '", 6);
+    for (const char *q = value; *q; q++) {
+        if (*q == '\'')
+            pkt_put_bytes(b, "'", 1);
+        pkt_put_bytes(b, q, 1);
+    }
+    pkt_put_bytes(b, "'; ", 3);
+}
+
+/* Adds SETs for "-c name=value" / "--name=value" items of the options startup parameter. */
+static int append_options(struct pkt_builder *b, const char *opts)
+{
+    int n = 0;
+    char item[512];
+    const char *q = opts;
+    while (*q) {
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (*q == '\0')
+            break;
+        size_t k = 0;
+        while (*q && *q != ' ' && *q != '\t' && k + 1 < sizeof(item)) {
+            if (*q == '\\' && q[1] != '\0')
+                q++;
+            item[k++] = *q++;
+        }
+        item[k] = '\0';
+        const char *kv = NULL;
+        if (strcmp(item, "-c") == 0)
+            continue;
+        if (strncmp(item, "--", 2) == 0)
+            kv = item + 2;
+        else if (strncmp(item, "-c", 2) == 0)
+            kv = item + 2;
+        else
+            kv = item;
+        char *eq = strchr(kv, '=');
+        if (eq == NULL)
+            continue;
+        *eq = '\0';
+        for (char *d = (char *) kv; *d; d++)
+            if (*d == '-')
+                *d = '_';
+        append_set(b, kv, eq + 1);
+        n++;
+    }
+    return n;
+}
+
+void server_assign(struct server *s, struct client *c)
+{
+    s->client = c;
+    s->in_flight = 0;
+    struct pkt_builder q;
+    pkt_builder_init_dyn(&q, 256);
+    int n = 0;
+    for (int i = 0; i < c->nparams; i++) {
+        const char *name = c->params[i].name, *value = c->params[i].value;
+        if (strcmp(name, "options") == 0) {
+            n += append_options(&q, value);
+            continue;
+        }
+        if (strcmp(name, "replication") == 0)
+            continue;
+        const char *cur = server_param(s, name);
+        if (cur != NULL && strcmp(cur, value) == 0)
+            continue;
+        if (strcmp(name, "client_encoding") == 0 && strcasecmp(value, "auto") == 0)
+            continue;
+        append_set(&q, name, value);
+        n++;
+    }
+    if (n == 0) {
+        pkt_builder_free(&q);
+        server_set_state(s, SERVER_ACTIVE);
+        client_attach_server(c, s);
+        return;
+    }
+    pkt_put_bytes(&q, "", 1);
+    server_set_state(s, SERVER_SETUP);
+    if (!q.failed)
+        pkt_write_query(outb(s), (const char *) q.buf);
+    pkt_builder_free(&q);
+    s->in_flight = 1;
+    (void) flush_out(s);
+}
+
+void server_release(struct server *s)
+{
+    struct proxy *p = proxy_of(s);
+    s->client = NULL;
+    if (s->state == SERVER_SETUP)
+        return; /* finishes its SET, then comes back here through internal_message */
+    if (s->state != SERVER_ACTIVE) {
+        server_close(s, "released in an unexpected state");
+        return;
+    }
+    if (s->in_flight > 0 || s->txn != 'I' || relay_has_pending(&s->conn) ||
+        s->out_off < s->out_builder.len) {
+        /* the client left mid-request or inside a transaction: never hand this on */
+        if (s->in_flight > 0)
+            server_send_cancel(s);
+        server_close(s, s->txn != 'I' ? "client left inside a transaction"
+                                      : "client left with a request in flight");
+        return;
+    }
+    const char *reset = p->cfg->server_reset_query;
+    server_set_state(s, SERVER_RESET);
+    if (reset[0] == '\0') {
+        server_set_state(s, SERVER_IDLE);
+        pool_server_idle(s->pool, s);
+        return;
+    }
+    pkt_write_query(outb(s), reset);
+    s->in_flight = 1;
+    io_set(p->loop, &s->conn.rio, true);
+    (void) flush_out(s);
+}
+
+/* ---- cancel ------------------------------------------------------------------------------ */
+
+struct cancel_conn {
+    ev_io io;
+    ev_timer timer;
+    struct ev_loop *loop;
+    int fd;
+    uint8_t msg[16];
+};
+
+static void cancel_done(struct cancel_conn *cc)
+{
+    ev_io_stop(cc->loop, &cc->io);
+    ev_timer_stop(cc->loop, &cc->timer);
+    close(cc->fd);
+    free(cc);
+}
+
+static void cancel_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct cancel_conn *cc = container_of(w, struct cancel_conn, io);
+    ssize_t n = send(cc->fd, cc->msg, sizeof(cc->msg), MSG_NOSIGNAL);
+    if (n != (ssize_t) sizeof(cc->msg))
+        log_warn("could not send a cancel request to the server: %s",
+                 n < 0 ? strerror(errno) : "short write");
+    cancel_done(cc);
+}
+
+static void cancel_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct cancel_conn *cc = container_of(w, struct cancel_conn, timer);
+    log_warn("cancel request to the server timed out");
+    cancel_done(cc);
+}
+
+void server_send_cancel(struct server *s)
+{
+    struct proxy *p = proxy_of(s);
+    char err[256];
+    bool is_unix;
+    int fd = open_endpoint(p->primary, &is_unix, err, sizeof(err));
+    if (fd < 0) {
+        log_warn("cannot send a cancel request: %s", err);
+        return;
+    }
+    struct cancel_conn *cc = calloc(1, sizeof(*cc));
+    if (cc == NULL) {
+        close(fd);
+        return;
+    }
+    cc->loop = p->loop;
+    cc->fd = fd;
+    struct pkt_builder b;
+    pkt_builder_init(&b, cc->msg, sizeof(cc->msg));
+    pkt_write_cancel_request(&b, s->pid, s->key);
+    ev_io_init(&cc->io, cancel_write, fd, EV_WRITE);
+    ev_timer_init(&cc->timer, cancel_timeout, 10.0, 0.0);
+    ev_io_start(p->loop, &cc->io);
+    ev_timer_start(p->loop, &cc->timer);
+}
