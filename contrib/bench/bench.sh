@@ -1,0 +1,138 @@
+#!/bin/bash
+# bench.sh: pgbench through three paths to the same throw-away PostgreSQL 15 -- directly,
+# through PgBouncer (session pooling, run as the postgres user from its own ini in a temp dir) and
+# through pgtide (static provider in front of the same server) -- with the same pool size.
+# Workloads: select-only `-S -c 16`, select-only with a new connection per transaction
+# `-S -c 16 -C`, and TPC-B-like `-c 16`. Runs alternate between the targets; each figure is the
+# median of 3 runs. Prints TPS, average latency, and the ratios pgtide/direct and
+# pgtide/pgbouncer. Not a test: nothing is asserted.
+#
+# Usage: contrib/bench/bench.sh [-T SECONDS per run, default 10] [-s SCALE, default 10]
+#                               [-p POOL_SIZE, default 16] [-r RUNS, default 3]
+# Environment: PGTIDE_BIN (default ./pgtide at the repo top; without it the pgtide column is n/a),
+#              BENCH_SSLMODE (client sslmode for all targets, default disable).
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../regress/lib/pgtest.sh
+. "$HERE/../../regress/lib/pgtest.sh"
+
+DUR=10
+SCALE=10
+POOL=16
+RUNS=3
+while getopts "T:s:p:r:h" o; do
+    case "$o" in
+    T) DUR=$OPTARG ;;
+    s) SCALE=$OPTARG ;;
+    p) POOL=$OPTARG ;;
+    r) RUNS=$OPTARG ;;
+    *)
+        sed -n '2,14p' "$0"
+        exit 2
+        ;;
+    esac
+done
+SSLMODE=${BENCH_SSLMODE:-disable}
+PGBENCH=$PGT_BINDIR/pgbench
+CLIENTS=16
+
+pgt_start_pg "max_connections = 200"
+export PGPASSWORD=secret
+pgt_log "pgbench -i -s $SCALE"
+"$PGBENCH" -i -q -s "$SCALE" -h "$PG_SOCK" -p "$PG_PORT" -U app appdb >/dev/null 2>&1 ||
+    pgt_die "pgbench -i failed"
+
+# PgBouncer as the postgres user, from its own ini in a temp dir
+pgt_mktemp
+BNC_DIR=$PGT_TMP
+BNC_PORT=$(pgt_free_port)
+pgt_auth_file "$BNC_DIR/users.txt"
+cat >"$BNC_DIR/pgbouncer.ini" <<EOF
+[databases]
+appdb = host=$PG_SOCK port=$PG_PORT dbname=appdb
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BNC_PORT
+unix_socket_dir = $BNC_DIR
+auth_type = scram-sha-256
+auth_file = $BNC_DIR/users.txt
+pool_mode = session
+default_pool_size = $POOL
+max_client_conn = 500
+logfile = $BNC_DIR/pgbouncer.log
+pidfile = $BNC_DIR/pgbouncer.pid
+EOF
+chown -R "$PGT_RUN_USER" "$BNC_DIR"
+pgt_as_pg /usr/sbin/pgbouncer -d "$BNC_DIR/pgbouncer.ini" || pgt_die "pgbouncer did not start"
+for _ in $(seq 1 50); do [ -s "$BNC_DIR/pgbouncer.pid" ] && break; sleep 0.1; done
+BNC_PID=$(cat "$BNC_DIR/pgbouncer.pid" 2>/dev/null)
+[ -n "$BNC_PID" ] || pgt_die "pgbouncer wrote no pid file"
+PGT_PIDS+=("$BNC_PID")
+pgt_wait_ready 127.0.0.1 "$BNC_PORT" app secret appdb "$BNC_PID" "$BNC_DIR/pgbouncer.log" 30 ||
+    pgt_die "pgbouncer not ready"
+
+targets=(direct pgbouncer)
+declare -A PORTS=([direct]=$PG_PORT [pgbouncer]=$BNC_PORT)
+if pgt_pgtide_bin >/dev/null; then
+    pgt_start_pgtide_static "pool_size=$POOL" pool_mode=session
+    targets+=(pgtide)
+    PORTS[pgtide]=$TIDE_PORT
+else
+    pgt_log "no pgtide binary: the pgtide column will be n/a"
+fi
+
+workloads=("-S -c $CLIENTS" "-S -c $CLIENTS -C" "-c $CLIENTS")
+declare -A TPS LAT
+
+# bench_one TARGET WORKLOAD: prints "tps latency_ms" of one pgbench run
+bench_one() {
+    local out
+    # shellcheck disable=SC2086
+    out=$("$PGBENCH" -n -j 2 -T "$DUR" $2 \
+        "host=127.0.0.1 port=${PORTS[$1]} user=app dbname=appdb sslmode=$SSLMODE" 2>&1) || {
+        pgt_log "pgbench failed on $1 ($2): $(echo "$out" | tail -3)"
+        echo "0 0"
+        return
+    }
+    echo "$out" | awk '/^tps = / { t = $3 } /^latency average = / { l = $4 }
+        END { printf "%.1f %.3f\n", t, l }'
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+for w in "${workloads[@]}"; do
+    for t in "${targets[@]}"; do TPS[$t/$w]=""; LAT[$t/$w]=""; done
+    for r in $(seq 1 "$RUNS"); do
+        for t in "${targets[@]}"; do
+            read -r tps lat < <(bench_one "$t" "$w")
+            pgt_log "run $r: $t pgbench $w: tps $tps, latency ${lat} ms"
+            TPS[$t/$w]+="$tps "
+            LAT[$t/$w]+="$lat "
+        done
+    done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "n/a") printf "%.2f", a / b; else print "n/a" }'; }
+
+echo
+echo "pgbench, ${DUR}s per run, median of $RUNS, scale $SCALE, pool size $POOL, sslmode=$SSLMODE"
+printf '%-16s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' workload "direct" "pgbouncer" "pgtide" \
+    "lat dir" "lat bnc" "lat tide" "tide/dir" "tide/bnc"
+printf '%-16s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' "" tps tps tps ms ms ms tps tps
+for w in "${workloads[@]}"; do
+    declare -A mt=() ml=()
+    for t in direct pgbouncer pgtide; do
+        if [ -n "${TPS[$t/$w]:-}" ]; then
+            # shellcheck disable=SC2086
+            mt[$t]=$(median ${TPS[$t/$w]})
+            # shellcheck disable=SC2086
+            ml[$t]=$(median ${LAT[$t/$w]})
+        else
+            mt[$t]=n/a
+            ml[$t]=n/a
+        fi
+    done
+    printf '%-16s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' "$w" "${mt[direct]}" \
+        "${mt[pgbouncer]}" "${mt[pgtide]}" "${ml[direct]}" "${ml[pgbouncer]}" "${ml[pgtide]}" \
+        "$(ratio "${mt[pgtide]}" "${mt[direct]}")" "$(ratio "${mt[pgtide]}" "${mt[pgbouncer]}")"
+done
