@@ -1,0 +1,864 @@
+/*
+ * admin: the admin console (database "pgtide"). Each simple Query is parsed by admincmd into one
+ * command, which either reads the proxy's state and answers a text-only result set (SHOW ...),
+ * or acts on it (PAUSE/RESUME hold and release traffic, SET swaps in a new configuration
+ * snapshot, WAKE/SUSPEND drive the primary compute, KILL_CLIENT, RELOAD and SHUTDOWN call the
+ * client module and main's hooks). Every answer, success or error, is written into the client's
+ * output builder and ends with ReadyForQuery; the caller flushes. Extended-protocol messages get
+ * one error and are then skipped up to Sync, as PostgreSQL does after an error. That "skipping"
+ * flag lives in c->auth_step (unused once the client is logged in) as the out-of-range value
+ * SKIPPING_EXTENDED, so the console keeps no state of its own.
+ */
+#include "pgtide/admin.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "pgtide/admincmd.h"
+#include "pgtide/client.h"
+#include "pgtide/compute.h"
+#include "pgtide/config.h"
+#include "pgtide/list.h"
+#include "pgtide/log.h"
+#include "pgtide/pkt.h"
+#include "pgtide/pool.h"
+#include "pgtide/proxy.h"
+#include "pgtide/server.h"
+
+/* c->auth_step while extended-protocol messages are being skipped up to Sync. No login step
+   uses this value, and a logged-in client never reads auth_step again. */
+#define SKIPPING_EXTENDED ((enum client_auth_step) 0x5ca9)
+
+#define MAX_COLS 24
+#define CELL_LEN 64
+
+/* ---- result rows ------------------------------------------------------------------------- */
+
+/* One row being built: values point either at strings that outlive the row or at txt. */
+struct row {
+    const char *v[MAX_COLS];
+    char txt[MAX_COLS][CELL_LEN];
+    int n;
+};
+
+static void cell_str(struct row *r, const char *s)
+{
+    assert(r->n < MAX_COLS);
+    r->v[r->n++] = s;
+}
+
+static void cell_fmt(struct row *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void cell_fmt(struct row *r, const char *fmt, ...)
+{
+    assert(r->n < MAX_COLS);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->txt[r->n], CELL_LEN, fmt, ap);
+    va_end(ap);
+    r->v[r->n] = r->txt[r->n];
+    r->n++;
+}
+
+static void cell_u64(struct row *r, uint64_t v)
+{
+    cell_fmt(r, "%" PRIu64, v);
+}
+
+static void cell_i64(struct row *r, int64_t v)
+{
+    cell_fmt(r, "%" PRId64, v);
+}
+
+/* Wall-clock milliseconds as "YYYY-MM-DD HH:MM:SS" UTC; NULL when ms <= 0 (never). */
+static void cell_time(struct row *r, int64_t ms)
+{
+    if (ms <= 0) {
+        cell_str(r, NULL);
+        return;
+    }
+    time_t t = (time_t) (ms / 1000);
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL) {
+        cell_str(r, NULL);
+        return;
+    }
+    assert(r->n < MAX_COLS);
+    strftime(r->txt[r->n], CELL_LEN, "%Y-%m-%d %H:%M:%S", &tm);
+    r->v[r->n] = r->txt[r->n];
+    r->n++;
+}
+
+/* A duration as two cells: whole seconds, then the rest in microseconds (PgBouncer's
+   wait/wait_us pair). */
+static void cell_wait(struct row *r, int64_t ms)
+{
+    if (ms < 0)
+        ms = 0;
+    cell_i64(r, ms / 1000);
+    cell_i64(r, (ms % 1000) * 1000);
+}
+
+/* ---- answers ----------------------------------------------------------------------------- */
+
+static struct pkt_builder *outb(struct client *c)
+{
+    if (c->out_builder.buf == NULL)
+        pkt_builder_init_dyn(&c->out_builder, 1024);
+    return &c->out_builder;
+}
+
+/* True once c is closed or closing: nothing more may be written to it. */
+static bool gone(const struct client *c)
+{
+    return c->state == CLIENT_CLOSING || c->close_pending;
+}
+
+static void answer_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void answer_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct pkt_builder *b = outb(c);
+    pkt_write_error(b, "ERROR", sqlstate, msg, NULL, NULL);
+    pkt_write_ready(b, 'I');
+}
+
+static void answer_done(struct client *c, const char *tag)
+{
+    struct pkt_builder *b = outb(c);
+    pkt_write_command_complete(b, tag);
+    pkt_write_ready(b, 'I');
+}
+
+/* A result set in progress: RowDescription is written by rs_begin, rows by rs_row. */
+struct rs {
+    struct pkt_builder *b;
+    int ncols;
+};
+
+static void rs_begin(struct rs *rs, struct client *c, int ncols, const char *const *names)
+{
+    assert(ncols <= MAX_COLS);
+    rs->b = outb(c);
+    rs->ncols = ncols;
+    pkt_write_row_desc(rs->b, ncols, names);
+}
+
+static void rs_row(struct rs *rs, struct row *r)
+{
+    assert(r->n == rs->ncols);
+    pkt_write_data_row(rs->b, r->n, r->v);
+    r->n = 0;
+}
+
+static void rs_end(struct rs *rs)
+{
+    pkt_write_command_complete(rs->b, "SHOW");
+    pkt_write_ready(rs->b, 'I');
+}
+
+#define NCOLS(a) ((int) (sizeof(a) / sizeof((a)[0])))
+
+static void log_action(struct client *c, const char *what)
+{
+    char tag[160];
+    log_info("%s admin console: %s", client_tag(c, tag, sizeof(tag)), what);
+}
+
+/* ---- SHOW HELP, VERSION, CONFIG ---------------------------------------------------------- */
+
+static void show_help(struct client *c)
+{
+    static const char *const cols[] = {"help"};
+    static const char *const lines[] = {
+        "SHOW HELP|VERSION|CONFIG|CLIENTS|SERVERS|POOLS|STATS|DATABASES|COMPUTES",
+        "SET key = value          (pause_after, suspend_after, wake_timeout, "
+        "query_wait_timeout, pool_size)",
+        "PAUSE                    hold new queries",
+        "RESUME                   release held queries",
+        "WAKE                     start or thaw the primary compute",
+        "SUSPEND                  stop the primary compute now",
+        "KILL_CLIENT id           close one client connection",
+        "RELOAD                   reread the configuration file",
+        "SHUTDOWN                 stop pgtide once clients are gone",
+    };
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        cell_str(&r, lines[i]);
+        rs_row(&rs, &r);
+    }
+    rs_end(&rs);
+}
+
+static void show_version(struct client *c)
+{
+    static const char *const cols[] = {"version"};
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    cell_str(&r, "pgtide " PACKAGE_VERSION);
+    rs_row(&rs, &r);
+    rs_end(&rs);
+}
+
+struct config_walk {
+    struct rs *rs;
+    struct row *r;
+};
+
+static void config_row(void *arg, const char *key, const char *value, const char *default_value,
+                       bool reloadable)
+{
+    struct config_walk *w = arg;
+    cell_str(w->r, key);
+    cell_str(w->r, value);
+    cell_str(w->r, default_value);
+    cell_str(w->r, reloadable ? "yes" : "no");
+    rs_row(w->rs, w->r);
+}
+
+static void show_config(struct client *c)
+{
+    static const char *const cols[] = {"key", "value", "default", "changeable"};
+    struct rs rs;
+    struct row r = {.n = 0};
+    struct config_walk w = {&rs, &r};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    config_foreach(c->proxy->cfg, config_row, &w);
+    rs_end(&rs);
+}
+
+/* ---- SHOW CLIENTS, SERVERS --------------------------------------------------------------- */
+
+static const char *client_param_value(const struct client *cl, const char *name)
+{
+    for (int i = 0; i < cl->nparams; i++) {
+        if (cl->params[i].name != NULL && strcmp(cl->params[i].name, name) == 0)
+            return cl->params[i].value;
+    }
+    return NULL;
+}
+
+/* addr and port cells of a client's peer address. */
+static void cell_peer(struct row *r, const struct client *cl)
+{
+    const struct sockaddr_storage *ss = &cl->addr;
+    if (cl->is_unix || ss->ss_family == AF_UNIX) {
+        cell_str(r, "unix");
+        cell_str(r, NULL);
+        return;
+    }
+    char host[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *) ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    } else {
+        cell_str(r, NULL);
+        cell_str(r, NULL);
+        return;
+    }
+    cell_fmt(r, "%s", host);
+    cell_fmt(r, "%d", port);
+}
+
+static void client_row(struct row *r, const struct client *cl, int64_t now)
+{
+    bool waiting = cl->state == CLIENT_HELD || cl->state == CLIENT_WAITING;
+    cell_str(r, "C");
+    cell_str(r, cl->user);
+    cell_str(r, cl->database);
+    cell_str(r, client_state_name(cl->state));
+    cell_peer(r, cl);
+    cell_str(r, NULL); /* local_addr */
+    cell_time(r, cl->connect_ms);
+    cell_time(r, cl->request_ms);
+    cell_wait(r, waiting && cl->wait_start_ms > 0 ? now - cl->wait_start_ms : 0);
+    cell_str(r, "0"); /* close_needed */
+    cell_u64(r, cl->id);
+    if (cl->server != NULL)
+        cell_u64(r, cl->server->id);
+    else
+        cell_str(r, NULL);
+    cell_str(r, "0"); /* remote_pid */
+    cell_str(r, cl->conn.sock.ssl != NULL ? SSL_get_version(cl->conn.sock.ssl) : "");
+    cell_str(r, client_param_value(cl, "application_name"));
+    cell_u64(r, cl->id);
+    cell_u64(r, cl->queries);
+    cell_u64(r, cl->bytes_recv);
+    cell_u64(r, cl->bytes_sent);
+    if (cl->txn != 0)
+        cell_fmt(r, "%c", cl->txn);
+    else
+        cell_str(r, NULL);
+    cell_str(r, cl->server != NULL ? "no: session holds a server connection" : "yes");
+}
+
+static void show_clients(struct client *c)
+{
+    static const char *const cols[] = {"type",
+                                       "user",
+                                       "database",
+                                       "state",
+                                       "addr",
+                                       "port",
+                                       "local_addr",
+                                       "connect_time",
+                                       "request_time",
+                                       "wait",
+                                       "wait_us",
+                                       "close_needed",
+                                       "ptr",
+                                       "link",
+                                       "remote_pid",
+                                       "tls",
+                                       "application_name",
+                                       "id",
+                                       "queries",
+                                       "bytes_recv",
+                                       "bytes_sent",
+                                       "txn",
+                                       "parkable"};
+    struct proxy *p = c->proxy;
+    int64_t now = proxy_now_ms();
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
+        const struct client *cl = container_of(it, struct client, node);
+        if (cl->state == CLIENT_CLOSING)
+            continue;
+        client_row(&r, cl, now);
+        rs_row(&rs, &r);
+    }
+    rs_end(&rs);
+}
+
+static void server_row(struct row *r, const struct proxy *p, const struct server *s)
+{
+    cell_str(r, "S");
+    cell_str(r, s->pool->user);
+    cell_str(r, s->pool->database);
+    cell_str(r, server_state_name(s->state));
+    if (p->primary != NULL) {
+        cell_str(r, compute_host(p->primary));
+        cell_fmt(r, "%d", compute_port(p->primary));
+    } else {
+        cell_str(r, NULL);
+        cell_str(r, NULL);
+    }
+    cell_time(r, s->connect_ms);
+    cell_time(r, s->last_used_ms);
+    cell_u64(r, s->id);
+    if (s->client != NULL)
+        cell_u64(r, s->client->id);
+    else
+        cell_str(r, NULL);
+    cell_u64(r, s->pid);
+    if (s->txn != 0)
+        cell_fmt(r, "%c", s->txn);
+    else
+        cell_str(r, NULL);
+    cell_fmt(r, "%d", s->in_flight);
+}
+
+static void show_servers(struct client *c)
+{
+    static const char *const cols[] = {
+        "type",         "user", "database", "state",      "addr", "port",     "connect_time",
+        "request_time", "ptr",  "link",     "remote_pid", "txn",  "in_flight"};
+    struct proxy *p = c->proxy;
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    for (struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
+        const struct pool *pool = container_of(pt, struct pool, node);
+        const struct list_node *lists[] = {&pool->opening, &pool->idle, &pool->used};
+        for (size_t i = 0; i < 3; i++) {
+            for (const struct list_node *it = lists[i]->next; it != lists[i]; it = it->next) {
+                server_row(&r, p, container_of(it, struct server, node));
+                rs_row(&rs, &r);
+            }
+        }
+    }
+    rs_end(&rs);
+}
+
+/* ---- SHOW POOLS, STATS, DATABASES, COMPUTES ---------------------------------------------- */
+
+static void pool_row(struct row *r, const struct proxy *p, const struct pool *pool, int64_t now)
+{
+    int active = 0, waiting = 0;
+    int64_t oldest = 0;
+    for (const struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
+        const struct client *cl = container_of(it, struct client, node);
+        if (cl->pool != pool)
+            continue;
+        if (cl->state == CLIENT_ACTIVE) {
+            active++;
+        } else if (cl->state == CLIENT_HELD || cl->state == CLIENT_WAITING) {
+            waiting++;
+            if (cl->wait_start_ms > 0 && (oldest == 0 || cl->wait_start_ms < oldest))
+                oldest = cl->wait_start_ms;
+        }
+    }
+    cell_str(r, pool->database);
+    cell_str(r, pool->user);
+    cell_fmt(r, "%d", active);
+    cell_fmt(r, "%d", waiting);
+    cell_u64(r, list_count(&pool->used));
+    cell_u64(r, list_count(&pool->idle));
+    cell_u64(r, list_count(&pool->opening));
+    cell_wait(r, oldest > 0 ? now - oldest : 0);
+    cell_str(r, config_pool_mode_name(p->cfg->pool_mode));
+}
+
+static void show_pools(struct client *c)
+{
+    static const char *const cols[] = {"database",   "user",     "cl_active", "cl_waiting",
+                                       "sv_active",  "sv_idle",  "sv_login",  "maxwait",
+                                       "maxwait_us", "pool_mode"};
+    struct proxy *p = c->proxy;
+    int64_t now = proxy_now_ms();
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    for (struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
+        pool_row(&r, p, container_of(pt, struct pool, node), now);
+        rs_row(&rs, &r);
+    }
+    rs_end(&rs);
+}
+
+/* True when a pool before `pool` in the list has the same database (already reported). */
+static bool database_seen(const struct proxy *p, const struct pool *pool)
+{
+    for (const struct list_node *it = p->pools.next; it != &pool->node; it = it->next) {
+        if (strcmp(container_of(it, struct pool, node)->database, pool->database) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* One row per database (its pools summed); the pools keep no transaction or query times, so
+   those are NULL there and only the "*" totals row has them. */
+static void show_stats(struct client *c)
+{
+    static const char *const cols[] = {"database",         "total_xact_count", "total_query_count",
+                                       "total_received",   "total_sent",       "total_xact_time",
+                                       "total_query_time", "total_wait_time",  "auth_failures"};
+    struct proxy *p = c->proxy;
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    for (struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
+        const struct pool *pool = container_of(pt, struct pool, node);
+        if (database_seen(p, pool))
+            continue;
+        uint64_t xacts = 0, queries = 0, recv = 0, sent = 0, wait = 0;
+        for (struct list_node *it = pt; it != &p->pools; it = it->next) {
+            const struct pool *o = container_of(it, struct pool, node);
+            if (strcmp(o->database, pool->database) != 0)
+                continue;
+            xacts += o->xacts;
+            queries += o->queries;
+            recv += o->bytes_recv;
+            sent += o->bytes_sent;
+            wait += o->wait_us;
+        }
+        cell_str(&r, pool->database);
+        cell_u64(&r, xacts);
+        cell_u64(&r, queries);
+        cell_u64(&r, recv);
+        cell_u64(&r, sent);
+        cell_str(&r, NULL);
+        cell_str(&r, NULL);
+        cell_u64(&r, wait);
+        cell_str(&r, NULL);
+        rs_row(&rs, &r);
+    }
+    const struct proxy_stats *st = &p->stats;
+    cell_str(&r, "*");
+    cell_u64(&r, st->xacts);
+    cell_u64(&r, st->queries);
+    cell_u64(&r, st->bytes_recv);
+    cell_u64(&r, st->bytes_sent);
+    cell_u64(&r, st->xact_time_us);
+    cell_u64(&r, st->query_time_us);
+    cell_u64(&r, st->wait_time_us);
+    cell_u64(&r, st->auth_failures);
+    rs_row(&rs, &r);
+    rs_end(&rs);
+}
+
+static void show_databases(struct client *c)
+{
+    static const char *const cols[] = {
+        "name",      "host",          "port",      "database",        "force_user",
+        "pool_size", "min_pool_size", "pool_mode", "max_connections", "current_connections"};
+    struct proxy *p = c->proxy;
+    const struct config *cfg = p->cfg;
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    for (struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
+        const struct pool *pool = container_of(pt, struct pool, node);
+        cell_str(&r, pool->database);
+        if (p->primary != NULL) {
+            cell_str(&r, compute_host(p->primary));
+            cell_fmt(&r, "%d", compute_port(p->primary));
+        } else {
+            cell_str(&r, NULL);
+            cell_str(&r, NULL);
+        }
+        cell_str(&r, pool->database);
+        cell_str(&r, NULL); /* force_user */
+        cell_fmt(&r, "%d", cfg->pool_size);
+        cell_fmt(&r, "%d", cfg->min_pool_size);
+        cell_str(&r, config_pool_mode_name(cfg->pool_mode));
+        cell_str(&r, "0"); /* no per-database limit (PgBouncer: 0 = unlimited) */
+        cell_fmt(&r, "%d", pool->nservers);
+        rs_row(&rs, &r);
+    }
+    /* the console itself, as PgBouncer lists its "pgbouncer" database */
+    const char *admin_row[] = {"pgtide", NULL, NULL,        "pgtide", NULL,
+                               "0",      "0",  "statement", "0",      "0"};
+    for (int i = 0; i < NCOLS(admin_row); i++)
+        cell_str(&r, admin_row[i]);
+    rs_row(&rs, &r);
+    rs_end(&rs);
+}
+
+static size_t server_count(const struct proxy *p)
+{
+    size_t n = 0;
+    for (const struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
+        const struct pool *pool = container_of(pt, struct pool, node);
+        n += list_count(&pool->opening) + list_count(&pool->idle) + list_count(&pool->used);
+    }
+    return n;
+}
+
+static void show_computes(struct client *c)
+{
+    static const char *const cols[] = {"role",    "state",         "pid",         "cu",
+                                       "started", "uptime",        "connections", "last_activity",
+                                       "starts",  "last_start_ms", "pause_method"};
+    struct proxy *p = c->proxy;
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    if (p->primary != NULL) {
+        struct compute_info info;
+        compute_get_info(p->primary, &info);
+        cell_str(&r, info.role);
+        cell_str(&r, info.state);
+        cell_fmt(&r, "%d", info.pid);
+        cell_fmt(&r, "%.2f", info.cu);
+        cell_time(&r, info.started_at_ms);
+        cell_i64(&r, info.uptime_ms / 1000);
+        cell_u64(&r, server_count(p));
+        cell_time(&r, p->last_activity_ms);
+        cell_fmt(&r, "%d", info.starts);
+        cell_i64(&r, info.last_start_ms);
+        cell_str(&r, info.pause_method != NULL && info.pause_method[0] != '\0' ? info.pause_method
+                                                                               : NULL);
+        rs_row(&rs, &r);
+    }
+    rs_end(&rs);
+}
+
+static void do_show(struct client *c, enum admincmd_show what)
+{
+    switch (what) {
+    case ADMINCMD_SHOW_HELP:
+        show_help(c);
+        break;
+    case ADMINCMD_SHOW_VERSION:
+        show_version(c);
+        break;
+    case ADMINCMD_SHOW_CONFIG:
+        show_config(c);
+        break;
+    case ADMINCMD_SHOW_CLIENTS:
+        show_clients(c);
+        break;
+    case ADMINCMD_SHOW_SERVERS:
+        show_servers(c);
+        break;
+    case ADMINCMD_SHOW_POOLS:
+        show_pools(c);
+        break;
+    case ADMINCMD_SHOW_STATS:
+        show_stats(c);
+        break;
+    case ADMINCMD_SHOW_DATABASES:
+        show_databases(c);
+        break;
+    case ADMINCMD_SHOW_COMPUTES:
+        show_computes(c);
+        break;
+    }
+}
+
+/* ---- commands that act ------------------------------------------------------------------- */
+
+/* RESUME: release the clients PAUSE held, and restart reading from sessions it stopped. */
+static void do_resume(struct client *c)
+{
+    struct proxy *p = c->proxy;
+    struct list_node *it, *tmp;
+    p->paused = false;
+    log_action(c, "RESUME");
+    if (!list_empty(&p->held) && p->primary != NULL) {
+        if (compute_get_state(p->primary) != COMPUTE_RUNNING)
+            compute_wake(p->primary); /* a thaw reports RUNNING at once, releasing them */
+        if (compute_get_state(p->primary) == COMPUTE_RUNNING) {
+            list_for_each_safe(it, tmp, &p->held)
+            {
+                client_compute_ready(container_of(it, struct client, wait_node));
+            }
+        }
+    }
+    list_for_each_safe(it, tmp, &p->clients)
+    {
+        struct client *cl = container_of(it, struct client, node);
+        if (cl->state == CLIENT_ACTIVE && cl->server != NULL && !cl->close_pending)
+            client_pump(cl);
+    }
+    if (!gone(c))
+        answer_done(c, "RESUME");
+}
+
+static void do_kill(struct client *c, uint64_t id)
+{
+    struct proxy *p = c->proxy;
+    struct client *target = NULL;
+    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
+        struct client *cl = container_of(it, struct client, node);
+        if (cl->id == id && !gone(cl)) {
+            target = cl;
+            break;
+        }
+    }
+    if (target == NULL) {
+        answer_error(c, "42704", "no client with id %" PRIu64 " (see SHOW CLIENTS)", id);
+        return;
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "KILL_CLIENT %" PRIu64, id);
+    log_action(c, what);
+    client_fatal(target, "57P01", "terminated by the admin console");
+    if (!gone(c))
+        answer_done(c, "KILL_CLIENT");
+}
+
+/* SUSPEND: refused while a session holds a server connection, since sessions cannot be parked
+   yet and suspending would cut them. */
+static void do_suspend(struct client *c)
+{
+    struct proxy *p = c->proxy;
+    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
+        const struct client *cl = container_of(it, struct client, node);
+        if (cl->server != NULL && cl->state != CLIENT_CLOSING) {
+            answer_error(c, "55000",
+                         "cannot suspend: client %" PRIu64 " holds a server connection "
+                         "(sessions cannot be parked yet)",
+                         cl->id);
+            return;
+        }
+    }
+    if (p->primary == NULL) {
+        answer_error(c, "55000", "compute is not running");
+        return;
+    }
+    enum compute_state st = compute_get_state(p->primary);
+    if (st != COMPUTE_RUNNING && st != COMPUTE_PAUSED) {
+        answer_error(c, "55000", "compute is not running (state: %s)", compute_state_name(st));
+        return;
+    }
+    pool_close_idle_all(p);
+    if (compute_suspend(p->primary) != 0) {
+        answer_error(c, "55000", "compute is not running (state: %s)",
+                     compute_state_name(compute_get_state(p->primary)));
+        return;
+    }
+    log_action(c, "SUSPEND");
+    answer_done(c, "SUSPEND");
+}
+
+/* SET key = value: a new snapshot with one key changed, swapped in as a reload would. */
+static void do_set(struct client *c, const char *key, const char *value)
+{
+    struct proxy *p = c->proxy;
+    char err[512];
+    struct config *cfg = config_copy(p->cfg);
+    if (cfg == NULL) {
+        answer_error(c, "53200", "out of memory");
+        return;
+    }
+    if (config_set(cfg, key, value, err, sizeof(err)) != 0 ||
+        config_validate(cfg, err, sizeof(err)) != 0) {
+        config_unref(cfg);
+        answer_error(c, "22023", "%s", err);
+        return;
+    }
+    proxy_reload(p, cfg);
+    config_unref(cfg); /* proxy_reload took its own reference */
+    if (p->primary != NULL)
+        compute_set_config(p->primary, p->cfg);
+    proxy_idle_check(p);
+    char what[ADMINCMD_TOKEN_MAX * 2 + 16];
+    snprintf(what, sizeof(what), "SET %s = '%s'", key, value);
+    log_action(c, what);
+    answer_done(c, "SET");
+}
+
+static void do_reload(struct client *c)
+{
+    struct proxy *p = c->proxy;
+    char err[512] = "";
+    if (p->on_reload == NULL) {
+        answer_error(c, "55000", "RELOAD is not available in this process");
+        return;
+    }
+    log_action(c, "RELOAD");
+    if (p->on_reload(p, err, sizeof(err)) != 0) {
+        if (!gone(c))
+            answer_error(c, "22023", "%s", err[0] != '\0' ? err : "reload failed");
+        return;
+    }
+    if (!gone(c))
+        answer_done(c, "RELOAD");
+}
+
+/* SHUTDOWN: the answer is sent before main is told, since the shutdown may close c. */
+static void do_shutdown(struct client *c)
+{
+    struct proxy *p = c->proxy;
+    if (p->on_shutdown == NULL) {
+        answer_error(c, "55000", "SHUTDOWN is not available in this process");
+        return;
+    }
+    log_action(c, "SHUTDOWN");
+    answer_done(c, "SHUTDOWN");
+    client_flush_out(c);
+    p->on_shutdown(p, false);
+}
+
+static void run(struct client *c, const struct admincmd *cmd)
+{
+    struct proxy *p = c->proxy;
+    switch (cmd->kind) {
+    case ADMINCMD_EMPTY:
+        pkt_write_empty_query(outb(c));
+        pkt_write_ready(outb(c), 'I');
+        break;
+    case ADMINCMD_SHOW:
+        do_show(c, cmd->show);
+        break;
+    case ADMINCMD_SET:
+        do_set(c, cmd->key, cmd->value);
+        break;
+    case ADMINCMD_PAUSE:
+        p->paused = true;
+        log_action(c, "PAUSE");
+        answer_done(c, "PAUSE");
+        break;
+    case ADMINCMD_RESUME:
+        do_resume(c);
+        break;
+    case ADMINCMD_RELOAD:
+        do_reload(c);
+        break;
+    case ADMINCMD_SHUTDOWN:
+        do_shutdown(c);
+        break;
+    case ADMINCMD_WAKE:
+        if (p->primary != NULL)
+            compute_wake(p->primary);
+        log_action(c, "WAKE");
+        if (!gone(c))
+            answer_done(c, "WAKE");
+        break;
+    case ADMINCMD_SUSPEND:
+        do_suspend(c);
+        break;
+    case ADMINCMD_KILL_CLIENT:
+        do_kill(c, cmd->client_id);
+        break;
+    }
+}
+
+/* ---- messages ---------------------------------------------------------------------------- */
+
+static void query(struct client *c, const uint8_t *body, uint32_t blen)
+{
+    const char *sql;
+    if (pkt_parse_query(body, blen, &sql) != PKT_OK) {
+        client_fatal(c, "08P01", "invalid Query message");
+        return;
+    }
+    struct admincmd cmd;
+    if (admincmd_parse(sql, &cmd) != 0) {
+        answer_error(c, cmd.sqlstate, "%s", cmd.message);
+        return;
+    }
+    run(c, &cmd);
+}
+
+void admin_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t blen)
+{
+    if (gone(c))
+        return;
+    bool skipping = c->auth_step == SKIPPING_EXTENDED;
+    switch (type) {
+    case 'Q':
+        if (!skipping)
+            query(c, body, blen);
+        break;
+    case 'X':
+        client_close(c, "client terminated");
+        break;
+    case 'S':
+        c->auth_step = AUTH_NONE;
+        pkt_write_ready(outb(c), 'I');
+        break;
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+    case 'F':
+        if (!skipping) {
+            c->auth_step = SKIPPING_EXTENDED;
+            pkt_write_error(outb(c), "ERROR", "0A000",
+                            "the pgtide admin console supports only the simple query protocol",
+                            NULL, NULL);
+        }
+        break;
+    default:
+        client_fatal(c, "08P01", "unexpected message type 0x%02x on the admin console", type);
+        break;
+    }
+}
