@@ -26,6 +26,7 @@
 #include "pgtide/config.h"
 #include "pgtide/list.h"
 #include "pgtide/log.h"
+#include "pgtide/park.h"
 #include "pgtide/pkt.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
@@ -310,7 +311,14 @@ static void client_row(struct row *r, const struct client *cl, int64_t now)
         cell_fmt(r, "%c", cl->txn);
     else
         cell_str(r, NULL);
-    cell_str(r, cl->server != NULL ? "no: session holds a server connection" : "yes");
+    if (cl->park_blocker[0] != '\0')
+        cell_fmt(r, "no: %s", cl->park_blocker);
+    else if (cl->server != NULL && cl->server->txn != 'I')
+        cell_str(r, "no: inside a transaction");
+    else if (cl->server != NULL && cl->server->in_flight > 0)
+        cell_str(r, "no: running a query");
+    else
+        cell_str(r, "yes");
 }
 
 static void show_clients(struct client *c)
@@ -672,20 +680,24 @@ static void do_kill(struct client *c, uint64_t id)
         answer_done(c, "KILL_CLIENT");
 }
 
-/* SUSPEND: refused while a session holds a server connection, since sessions cannot be parked
-   yet and suspending would cut them. */
+/* SUSPEND: refused while a session is busy; otherwise idle sessions are parked (their snapshot
+   taken) and the answer comes when the parking round ends: the suspend, or the reason a session
+   could not be parked. */
 static void do_suspend(struct client *c)
 {
     struct proxy *p = c->proxy;
     for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
         const struct client *cl = container_of(it, struct client, node);
-        if (cl->server != NULL && cl->state != CLIENT_CLOSING) {
-            answer_error(c, "55000",
-                         "cannot suspend: client %" PRIu64 " holds a server connection "
-                         "(sessions cannot be parked yet)",
-                         cl->id);
+        const struct server *s = cl->server;
+        if (s != NULL && cl->state != CLIENT_CLOSING && (s->txn != 'I' || s->in_flight > 0)) {
+            answer_error(c, "55000", "cannot suspend: client C-%" PRIu64 " is %s", cl->id,
+                         s->txn != 'I' ? "inside a transaction" : "running a query");
             return;
         }
+    }
+    if (park_in_progress(p)) {
+        answer_error(c, "55000", "cannot suspend: a suspend is already in progress");
+        return;
     }
     if (p->primary == NULL) {
         answer_error(c, "55000", "compute is not running");
@@ -696,14 +708,20 @@ static void do_suspend(struct client *c)
         answer_error(c, "55000", "compute is not running (state: %s)", compute_state_name(st));
         return;
     }
-    pool_close_idle_all(p);
-    if (compute_suspend(p->primary) != 0) {
-        answer_error(c, "55000", "compute is not running (state: %s)",
-                     compute_state_name(compute_get_state(p->primary)));
-        return;
-    }
+    if (st == COMPUTE_PAUSED)
+        compute_wake(p->primary); /* snapshots need it thawed */
     log_action(c, "SUSPEND");
-    answer_done(c, "SUSPEND");
+    p->suspend_waiter = c->id;
+    if (park_begin(p) == 0) {
+        p->suspend_waiter = 0;
+        if (compute_get_state(p->primary) != COMPUTE_SUSPENDING &&
+            compute_get_state(p->primary) != COMPUTE_SUSPENDED) {
+            answer_error(c, "55000", "compute is not running (state: %s)",
+                         compute_state_name(compute_get_state(p->primary)));
+            return;
+        }
+        answer_done(c, "SUSPEND");
+    }
 }
 
 /* SET key = value: a new snapshot with one key changed, swapped in as a reload would. */

@@ -25,14 +25,15 @@
 #include "pgtide/config.h"
 #include "pgtide/hba.h"
 #include "pgtide/log.h"
+#include "pgtide/park.h"
 #include "pgtide/pkt.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
 #include "pgtide/server.h"
 #include "pgtide/tls.h"
 
-static const char *const state_names[] = {"tls",    "startup", "lookup", "auth", "held",
-                                           "waiting", "active",  "admin",  "closing"};
+static const char *const state_names[] = {"tls",    "startup", "lookup", "auth",   "held",
+                                           "waiting", "active",  "admin",  "parked", "closing"};
 
 const char *client_state_name(enum client_state s)
 {
@@ -80,6 +81,8 @@ static bool legal(enum client_state from, enum client_state to)
     case CLIENT_WAITING:
         return to == CLIENT_ACTIVE || to == CLIENT_HELD;
     case CLIENT_ACTIVE:
+        return to == CLIENT_PARKED;
+    case CLIENT_PARKED:
         return to == CLIENT_HELD || to == CLIENT_WAITING;
     default:
         return false;
@@ -228,6 +231,7 @@ void client_close(struct client *c, const char *reason)
         server_release(s);
     }
     proxy_cancel_del(p, c);
+    park_clear(c);
     finish_close(c);
 }
 
@@ -286,6 +290,7 @@ static void client_header(void *arg, uint8_t t, uint32_t len)
     if ((t == 'Q' || t == 'S' || t == 'F') && c->server != NULL) {
         if (c->server->in_flight++ == 0)
             c->request_ms = proxy_now_ms();
+        c->park_blocker[0] = '\0'; /* whatever held the session may be gone: check again */
     }
 }
 
@@ -295,7 +300,8 @@ void client_pump(struct client *c)
 {
     struct proxy *p = c->proxy;
     struct server *s = c->server;
-    if (c->state != CLIENT_ACTIVE || s == NULL || !relay_has_pending(&c->conn)) {
+    if (c->state != CLIENT_ACTIVE || s == NULL || s->state != SERVER_ACTIVE ||
+        !relay_has_pending(&c->conn)) {
         if (c->state != CLIENT_CLOSING && !c->close_pending)
             io_set(p->loop, &c->conn.rio, c->conn.in == NULL || buf_space(c->conn.in) > 0 ||
                                               c->conn.in->rpos > 0);
@@ -769,10 +775,11 @@ static void process_auth(struct client *c)
 
 /* ---- admin console input ----------------------------------------------------------------- */
 
-static void process_admin(struct client *c)
+void client_pump_admin(struct client *c)
 {
     struct buf *b = c->conn.in;
-    while (c->state == CLIENT_ADMIN && !c->close_pending && b != NULL && buf_len(b) > 0) {
+    while (c->state == CLIENT_ADMIN && !c->close_pending && b != NULL && buf_len(b) > 0 &&
+           c->proxy->suspend_waiter != c->id) {
         struct pkt_hdr h;
         enum pkt_status st = pkt_read_hdr(b->data + b->rpos, buf_len(b), BUF_SIZE - 1, &h);
         if (st == PKT_INCOMPLETE)
@@ -847,10 +854,17 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
         process_auth(c);
         break;
     case CLIENT_ADMIN:
-        process_admin(c);
+        client_pump_admin(c);
         break;
     case CLIENT_ACTIVE:
+        if (compute_get_state(c->proxy->primary) == COMPUTE_PAUSED)
+            compute_wake(c->proxy->primary); /* thaws synchronously */
         client_pump(c);
+        break;
+    case CLIENT_PARKED:
+        /* the parked session speaks: a fresh server, the snapshot replayed, then its message */
+        if (n > 0)
+            request_server(c);
         break;
     default:
         /* LOOKUP, HELD, WAITING: keep what arrives; stop reading when the buffer is full */
@@ -973,6 +987,15 @@ struct client *client_accept(struct proxy *p, struct listener *l, int fd,
     }
     arm_timer(c, p->cfg->authentication_timeout);
     return c;
+}
+
+void client_park(struct client *c)
+{
+    client_set_state(c, CLIENT_PARKED);
+    relay_release_idle(&c->conn);
+    io_set(c->proxy->loop, &c->conn.rio, true);
+    if (log_enabled(LOG_LVL_DEBUG))
+        CLOG(LOG_LVL_DEBUG, c, "parked");
 }
 
 void client_compute_ready(struct client *c)

@@ -26,6 +26,7 @@
 #include "pgtide/config.h"
 #include "pgtide/hba.h"
 #include "pgtide/log.h"
+#include "pgtide/park.h"
 #include "pgtide/policy.h"
 #include "pgtide/pool.h"
 #include "pgtide/server.h"
@@ -325,10 +326,12 @@ static void measure(struct proxy *p, int *active, int *unparkable)
             (*active)++;
         if (c->server == NULL)
             continue;
-        if (c->server->in_flight > 0 || c->server->txn != 'I' || c->server->state != SERVER_ACTIVE)
+        const struct server *s = c->server;
+        if (s->in_flight > 0 || s->txn != 'I' ||
+            (s->state != SERVER_ACTIVE && s->state != SERVER_PARK))
             (*active)++;
-        /* session state on a server cannot be carried over a suspend yet */
-        (*unparkable)++;
+        else if (c->park_blocker[0] != '\0')
+            (*unparkable)++; /* known since its last request: not parkable */
     }
 }
 
@@ -366,9 +369,8 @@ static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
             log_warn("could not pause the compute");
         break;
     case POLICY_SUSPEND:
-        pool_close_idle_all(p);
-        if (compute_suspend(p->primary) != 0)
-            log_warn("could not suspend the compute");
+        if (!park_in_progress(p))
+            (void) park_begin(p);
         break;
     case POLICY_NONE:
         break;

@@ -24,14 +24,16 @@
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
 #include "pgtide/log.h"
+#include "pgtide/park.h"
 #include "pgtide/pkt.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
 #include "pgtide/secret.h"
 #include "pgtide/userlist.h"
 
-static const char *const state_names[] = {"connecting", "tls_request", "tls",   "login", "idle",
-                                          "setup",      "active",      "reset", "closing"};
+static const char *const state_names[] = {"connecting", "tls_request", "tls",  "login",
+                                          "idle",       "setup",       "active", "reset",
+                                          "park",       "closing"};
 
 const char *server_state_name(enum server_state s)
 {
@@ -73,7 +75,9 @@ static bool legal(enum server_state from, enum server_state to)
     case SERVER_SETUP:
         return to == SERVER_ACTIVE || to == SERVER_RESET;
     case SERVER_ACTIVE:
-        return to == SERVER_RESET || to == SERVER_IDLE;
+        return to == SERVER_RESET || to == SERVER_IDLE || to == SERVER_PARK;
+    case SERVER_PARK:
+        return to == SERVER_ACTIVE;
     case SERVER_RESET:
         return to == SERVER_IDLE;
     default:
@@ -102,6 +106,7 @@ void server_set_state(struct server *s, enum server_state to)
     case SERVER_SETUP:
     case SERVER_ACTIVE:
     case SERVER_RESET:
+    case SERVER_PARK:
         list_add_tail(&pool->used, &s->node);
         break;
     case SERVER_CLOSING:
@@ -192,6 +197,10 @@ void server_close(struct server *s, const char *reason)
     struct pool *pool = s->pool;
     SLOG(s->state == SERVER_IDLE ? LOG_LVL_DEBUG : LOG_LVL_INFO, s, "closed: %s", reason);
     bool was_login = s->state < SERVER_IDLE;
+    if (s->state == SERVER_PARK && p->parking > 0) {
+        p->parking--;
+        p->park_failed = true;
+    }
     server_set_state(s, SERVER_CLOSING);
     ev_io_stop(p->loop, &s->conn.rio);
     ev_io_stop(p->loop, &s->conn.wio);
@@ -382,8 +391,22 @@ static void internal_message(struct server *s, uint8_t t, const uint8_t *body, u
             s->error_code[0] = s->error_msg[0] = '\0';
             server_set_state(s, SERVER_IDLE);
             pool_server_idle(s->pool, s);
+        } else if (s->state == SERVER_PARK) {
+            char msg[256];
+            bool failed = s->error_code[0] != '\0';
+            memcpy(msg, s->error_msg, sizeof(msg));
+            s->error_code[0] = s->error_msg[0] = '\0';
+            park_done(s, failed ? msg : NULL);
         } else if (s->state == SERVER_SETUP) {
             struct client *c = s->client;
+            if (s->error_code[0] != '\0' && c != NULL && c->welcomed) {
+                /* replaying a parked session: a statement that no longer prepares (its table
+                   was dropped) must not cost the client its connection */
+                SLOG(LOG_LVL_WARNING, s, "replay of a parked session: %s", s->error_msg);
+                s->error_code[0] = s->error_msg[0] = '\0';
+            }
+            if (c != NULL)
+                park_clear(c);
             if (s->error_code[0] != '\0' && c != NULL) {
                 char code[6], msg[256];
                 memcpy(code, s->error_code, sizeof(code));
@@ -409,12 +432,18 @@ static void internal_message(struct server *s, uint8_t t, const uint8_t *body, u
             pool_server_idle(s->pool, s);
         }
         return;
+    case 'D':
+        if (s->state == SERVER_PARK)
+            park_row(s, body, blen);
+        return;
     case 'N':
     case 'C':
     case 'I':
     case 'v':
     case 'T':
-    case 'D':
+    case '1':
+    case 't':
+    case 'n':
         return;
     default:
         if (s->state == SERVER_IDLE) {
@@ -761,8 +790,7 @@ struct server *server_new(struct pool *pool)
 
 /* ---- assign / release -------------------------------------------------------------------- */
 
-/* Appends "SET name TO 'value'; " with the value quoted as a string literal. */
-static void append_set(struct pkt_builder *b, const char *name, const char *value)
+void server_append_set(struct pkt_builder *b, const char *name, const char *value)
 {
     pkt_put_bytes(b, "SET ", 4);
     /* a quoted identifier keeps names like "DateStyle" and dotted custom names intact */
@@ -815,7 +843,7 @@ static int append_options(struct pkt_builder *b, const char *opts)
         for (char *d = (char *) kv; *d; d++)
             if (*d == '-')
                 *d = '_';
-        append_set(b, kv, eq + 1);
+        server_append_set(b, kv, eq + 1);
         n++;
     }
     return n;
@@ -841,10 +869,10 @@ void server_assign(struct server *s, struct client *c)
             continue;
         if (strcmp(name, "client_encoding") == 0 && strcasecmp(value, "auto") == 0)
             continue;
-        append_set(&q, name, value);
+        server_append_set(&q, name, value);
         n++;
     }
-    if (n == 0) {
+    if (n == 0 && c->parked == NULL) {
         pkt_builder_free(&q);
         server_set_state(s, SERVER_ACTIVE);
         client_attach_server(c, s);
@@ -852,10 +880,18 @@ void server_assign(struct server *s, struct client *c)
     }
     pkt_put_bytes(&q, "", 1);
     server_set_state(s, SERVER_SETUP);
-    if (!q.failed)
+    s->in_flight = 0;
+    if (n > 0 && !q.failed) {
         pkt_write_query(outb(s), (const char *) q.buf);
+        s->in_flight++;
+    }
     pkt_builder_free(&q);
-    s->in_flight = 1;
+    s->in_flight += park_replay(c, outb(s));
+    if (s->in_flight == 0) {
+        server_set_state(s, SERVER_ACTIVE);
+        client_attach_server(c, s);
+        return;
+    }
     (void) flush_out(s);
 }
 
@@ -865,6 +901,10 @@ void server_release(struct server *s)
     s->client = NULL;
     if (s->state == SERVER_SETUP)
         return; /* finishes its SET, then comes back here through internal_message */
+    if (s->state == SERVER_PARK) {
+        server_close(s, "client left during a session snapshot");
+        return;
+    }
     if (s->state != SERVER_ACTIVE) {
         server_close(s, "released in an unexpected state");
         return;
@@ -888,6 +928,19 @@ void server_release(struct server *s)
     pkt_write_query(outb(s), reset);
     s->in_flight = 1;
     io_set(p->loop, &s->conn.rio, true);
+    (void) flush_out(s);
+}
+
+void server_snapshot(struct server *s)
+{
+    if (s->state != SERVER_ACTIVE || s->client == NULL)
+        return;
+    s->client->park_blocker[0] = '\0';
+    park_clear(s->client);
+    server_set_state(s, SERVER_PARK);
+    pkt_write_query(outb(s), park_snapshot_sql);
+    s->in_flight = 1;
+    io_set(proxy_of(s)->loop, &s->conn.rio, true);
     (void) flush_out(s);
 }
 

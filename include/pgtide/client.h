@@ -3,12 +3,14 @@
  * (client_set_state is the only place the state changes; it keeps list membership in step):
  *
  *   TLS <-> STARTUP -> LOOKUP -> AUTH -> HELD -> WAITING -> ACTIVE -> (close)
- *                                   \-> ADMIN
+ *                                   \-> ADMIN            ^          |
+ *                                                        +- PARKED <-+
  *
  * STARTUP reads startup-phase packets (SSLRequest, GSSENCRequest, CancelRequest,
  * StartupMessage); LOOKUP waits for the user's secret; AUTH runs the password exchange; HELD
  * waits for the compute to run; WAITING waits for a server connection from the pool; ACTIVE
- * relays to and from its server; ADMIN is a console session.
+ * relays to and from its server; ADMIN is a console session; PARKED is an idle session whose
+ * server connection was given up before a suspend (its state kept as a snapshot, see park.h).
  */
 #pragma once
 
@@ -28,6 +30,7 @@ struct pool;
 struct server;
 struct listener;
 struct authdb_req;
+struct park_item;
 
 enum client_state {
     CLIENT_TLS,
@@ -38,6 +41,7 @@ enum client_state {
     CLIENT_WAITING,
     CLIENT_ACTIVE,
     CLIENT_ADMIN,
+    CLIENT_PARKED,
     CLIENT_CLOSING
 };
 
@@ -86,6 +90,9 @@ struct client {
     char txn;       /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
     bool busy;      /* a request was forwarded and its ReadyForQuery has not come back */
 
+    struct park_item *parked; /* snapshot of a parked session (PARKED, and during replay) */
+    char park_blocker[128];   /* why the last snapshot could not park it; "" = parkable */
+
     uint32_t cancel_pid, cancel_key;
     struct client *cancel_next;
 
@@ -113,6 +120,9 @@ void client_close(struct client *c, const char *reason);
 /* The compute is running: HELD -> WAITING (asks the pool). */
 void client_compute_ready(struct client *c);
 
+/* The session's server connection was given up after a snapshot: ACTIVE -> PARKED. */
+void client_park(struct client *c);
+
 /* The pool gives a server (already logged in and set up for this client): -> ACTIVE. */
 void client_attach_server(struct client *c, struct server *s);
 
@@ -121,6 +131,10 @@ void client_server_lost(struct client *c, const char *sqlstate, const char *msg)
 
 /* Relay: forwards what the client sent to its server (on client readable, server writable). */
 void client_pump(struct client *c);
+/* Admin console: handles the complete messages buffered (stops while a SUSPEND it asked for
+   is pending). */
+void client_pump_admin(struct client *c);
+
 /* Bytes wait for the client's socket: arm its write watcher. */
 void client_want_write(struct client *c);
 

@@ -71,6 +71,10 @@ struct proxy {
     struct proxy_stats stats;
     int64_t last_activity_ms; /* wall-clock ms of the last client message or result */
     bool paused;              /* admin PAUSE: hold new queries */
+    int parking;              /* session snapshots outstanding in a parking round */
+    bool park_failed;         /* a session of this round could not be parked */
+    uint64_t suspend_waiter;  /* admin client waiting for the round's outcome (0: none) */
+    char park_reason[192];    /* why the last round failed */
     bool shutting_down;
     int64_t started_ms;
     ev_timer idle_timer; /* drives the idle policy */

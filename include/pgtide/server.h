@@ -2,10 +2,12 @@
  * server: one connection from pgtide to a compute, as a state machine:
  *
  *   CONNECTING -> TLS_REQ -> TLS -> LOGIN -> IDLE <-> SETUP -> ACTIVE -> RESET -> IDLE
+ *                                                               ACTIVE <-> PARK
  *
  * LOGIN logs in as the pool's user (trust on a compute's private socket; SCRAM, md5 or password
  * toward a static server). SETUP applies a client's startup parameters with one SET query;
- * RESET runs server_reset_query after a client leaves. ACTIVE relays for its client.
+ * RESET runs server_reset_query after a client leaves; PARK runs the session snapshot before
+ * a suspend (park.h). SETUP also replays a parked session's snapshot. ACTIVE relays for its client.
  * server_set_state is the only place the state changes.
  */
 #pragma once
@@ -31,6 +33,7 @@ enum server_state {
     SERVER_SETUP,
     SERVER_ACTIVE,
     SERVER_RESET,
+    SERVER_PARK,
     SERVER_CLOSING
 };
 
@@ -89,6 +92,12 @@ void server_free(struct server *s);
 /* Sends a CancelRequest for this server's backend over a new connection (async, fire and
    forget). */
 void server_send_cancel(struct server *s);
+
+/* ACTIVE -> PARK: runs park_snapshot_sql on the session (results go to park_row/park_done). */
+void server_snapshot(struct server *s);
+
+/* Appends "SET "name" TO 'value'; " to b, quoting both. */
+void server_append_set(struct pkt_builder *b, const char *name, const char *value);
 
 /* Value of a reported parameter, or NULL. */
 const char *server_param(const struct server *s, const char *name);
