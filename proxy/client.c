@@ -61,8 +61,7 @@ static void io_set(struct ev_loop *loop, ev_io *w, bool on)
         ev_io_stop(loop, w);
 }
 
-/* Legal transitions; CLOSING is reachable from everywhere. */
-static bool legal(enum client_state from, enum client_state to)
+bool client_state_legal(enum client_state from, enum client_state to)
 {
     if (to == CLIENT_CLOSING)
         return true;
@@ -94,7 +93,7 @@ void client_set_state(struct client *c, enum client_state to)
     enum client_state from = c->state;
     if (from == to)
         return;
-    assert(legal(from, to));
+    assert(client_state_legal(from, to));
     struct proxy *p = c->proxy;
     if (from == CLIENT_HELD)
         list_del(&c->wait_node);

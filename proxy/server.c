@@ -57,7 +57,7 @@ static void io_set(struct ev_loop *loop, ev_io *w, bool on)
         ev_io_stop(loop, w);
 }
 
-static bool legal(enum server_state from, enum server_state to)
+bool server_state_legal(enum server_state from, enum server_state to)
 {
     if (to == SERVER_CLOSING)
         return true;
@@ -90,7 +90,7 @@ void server_set_state(struct server *s, enum server_state to)
     enum server_state from = s->state;
     if (from == to)
         return;
-    assert(legal(from, to));
+    assert(server_state_legal(from, to));
     struct pool *pool = s->pool;
     list_del(&s->node);
     switch (to) {

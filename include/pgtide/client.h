@@ -105,6 +105,10 @@ struct client {
 struct client *client_accept(struct proxy *p, struct listener *l, int fd,
                              const struct sockaddr *addr, socklen_t alen);
 
+/* The transition table: true when from -> to is allowed (CLOSING is reachable from every
+   state; nothing leaves CLOSING). */
+bool client_state_legal(enum client_state from, enum client_state to);
+
 /* The one state transition function. */
 void client_set_state(struct client *c, enum client_state to);
 const char *client_state_name(enum client_state s);

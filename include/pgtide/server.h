@@ -69,6 +69,9 @@ struct server {
 /* Opens a new connection for pool (async). NULL when it cannot even start (error logged). */
 struct server *server_new(struct pool *pool);
 
+/* The transition table: true when from -> to is allowed. */
+bool server_state_legal(enum server_state from, enum server_state to);
+
 void server_set_state(struct server *s, enum server_state to);
 const char *server_state_name(enum server_state s);
 
