@@ -49,13 +49,14 @@ struct app {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "pgtide %s: a serverless front door for PostgreSQL\n\n"
-               "usage:\n"
-               "  pgtide [run] -D DATA [-f FILE] [-c name=value ...]  serve (the default)\n"
-               "  pgtide init -D DATA                                  create the storage\n"
-               "  pgtide version\n\n"
-               "An empty DATA is initialised on first run (initdb, a generated password for the\n"
-               "superuser postgres in DATA/initial-password). Settings: DATA/pgtide.conf, then -c.\n",
+    fprintf(f,
+            "pgtide %s: a serverless front door for PostgreSQL\n\n"
+            "usage:\n"
+            "  pgtide [run] -D DATA [-f FILE] [-c name=value ...]  serve (the default)\n"
+            "  pgtide init -D DATA                                  create the storage\n"
+            "  pgtide version\n\n"
+            "An empty DATA is initialised on first run (initdb, a generated password for the\n"
+            "superuser postgres in DATA/initial-password). Settings: DATA/pgtide.conf, then -c.\n",
             PACKAGE_VERSION);
 }
 
@@ -159,8 +160,7 @@ static void raise_fd_limit(const struct config *cfg)
             return;
         log_warn("the file descriptor limit is %llu, below the %llu that max_client_conn = %d "
                  "may need; raise it (ulimit -n) or lower max_client_conn",
-                 (unsigned long long) rl.rlim_cur, (unsigned long long) want,
-                 cfg->max_client_conn);
+                 (unsigned long long) rl.rlim_cur, (unsigned long long) want, cfg->max_client_conn);
     }
 }
 
@@ -228,7 +228,8 @@ static void print_connect_info(struct app *a)
     printf("pgtide %s is ready.\n", PACKAGE_VERSION);
     if (pw != NULL)
         printf("  connect:  psql \"postgresql://postgres:%s@%s:%d/postgres?sslmode=%s\"\n", pw, h,
-               cfg->listen_port, cfg->client_tls_sslmode == SSLMODE_DISABLE ? "disable" : "require");
+               cfg->listen_port,
+               cfg->client_tls_sslmode == SSLMODE_DISABLE ? "disable" : "require");
     else
         printf("  connect:  psql -h %s -p %d -U <user> <database>\n", h, cfg->listen_port);
     printf("  console:  psql -h %s -p %d -U postgres pgtide\n", h, cfg->listen_port);
@@ -321,8 +322,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     }
 }
 
-static void on_compute(void *arg, struct compute *c, enum compute_state from,
-                       enum compute_state to)
+static void on_compute(void *arg, struct compute *c, enum compute_state from, enum compute_state to)
 {
     (void) c;
     struct app *a = arg;

@@ -260,8 +260,7 @@ static void run_query(struct authdb *a, struct authdb_req *r)
         finish(r, NULL);
 }
 
-struct authdb_req *authdb_lookup(struct authdb *a, const char *user, authdb_done_fn done,
-                                 void *arg)
+struct authdb_req *authdb_lookup(struct authdb *a, const char *user, authdb_done_fn done, void *arg)
 {
     struct proxy *p = a->p;
     const char *text = p->auth_file ? userlist_get(p->auth_file, user) : NULL;

@@ -32,8 +32,8 @@
 #include "pgtide/server.h"
 #include "pgtide/tls.h"
 
-static const char *const state_names[] = {"tls",    "startup", "lookup", "auth",   "held",
-                                           "waiting", "active",  "admin",  "parked", "closing"};
+static const char *const state_names[] = {"tls",     "startup", "lookup", "auth",   "held",
+                                          "waiting", "active",  "admin",  "parked", "closing"};
 
 const char *client_state_name(enum client_state s)
 {
@@ -69,8 +69,8 @@ bool client_state_legal(enum client_state from, enum client_state to)
     case CLIENT_TLS:
         return to == CLIENT_STARTUP;
     case CLIENT_STARTUP:
-        return to == CLIENT_TLS || to == CLIENT_LOOKUP || to == CLIENT_AUTH ||
-               to == CLIENT_ADMIN || to == CLIENT_HELD;
+        return to == CLIENT_TLS || to == CLIENT_LOOKUP || to == CLIENT_AUTH || to == CLIENT_ADMIN ||
+               to == CLIENT_HELD;
     case CLIENT_LOOKUP:
         return to == CLIENT_AUTH;
     case CLIENT_AUTH:
@@ -302,8 +302,8 @@ void client_pump(struct client *c)
     if (c->state != CLIENT_ACTIVE || s == NULL || s->state != SERVER_ACTIVE ||
         !relay_has_pending(&c->conn)) {
         if (c->state != CLIENT_CLOSING && !c->close_pending)
-            io_set(p->loop, &c->conn.rio, c->conn.in == NULL || buf_space(c->conn.in) > 0 ||
-                                              c->conn.in->rpos > 0);
+            io_set(p->loop, &c->conn.rio,
+                   c->conn.in == NULL || buf_space(c->conn.in) > 0 || c->conn.in->rpos > 0);
         return;
     }
     /* PAUSE on the console holds new requests of idle sessions */
@@ -311,8 +311,8 @@ void client_pump(struct client *c)
         io_set(p->loop, &c->conn.rio, false);
         return;
     }
-    enum relay_status st = relay_pump(&c->conn, &s->conn.sock, (uint32_t) p->cfg->max_packet_size,
-                                      &client_ops, c);
+    enum relay_status st =
+        relay_pump(&c->conn, &s->conn.sock, (uint32_t) p->cfg->max_packet_size, &client_ops, c);
     if (c->state == CLIENT_CLOSING)
         return;
     proxy_touch(p);
@@ -397,8 +397,7 @@ static void begin_auth(struct client *c)
         if (!c->is_tls || tls_peer_cn(c->conn.sock.ssl, cn, sizeof(cn)) != 0 ||
             strcmp(cn, c->user) != 0) {
             p->stats.auth_failures++;
-            client_fatal(c, "28000", "certificate authentication failed for user \"%s\"",
-                         c->user);
+            client_fatal(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
             return;
         }
         auth_ok(c);
@@ -493,10 +492,9 @@ static void sasl_initial(struct client *c, const uint8_t *body, uint32_t blen)
     size_t olen = 0;
     const struct scram_keys *keys =
         c->user_known && c->secret.kind == SECRET_SCRAM ? &c->secret.scram : NULL;
-    enum scram_result r =
-        scram_server_first(&c->scram, mech, keys, cb_len > 0 ? cb : NULL,
-                           cb_len > 0 ? (size_t) cb_len : 0, data, (size_t) dlen, out,
-                           sizeof(out), &olen);
+    enum scram_result r = scram_server_first(&c->scram, mech, keys, cb_len > 0 ? cb : NULL,
+                                             cb_len > 0 ? (size_t) cb_len : 0, data, (size_t) dlen,
+                                             out, sizeof(out), &olen);
     if (r == SCRAM_CONTINUE) {
         c->auth_step = AUTH_SASL_FINAL;
         send_auth(c, PKT_AUTH_SASL_CONTINUE, out, olen);
@@ -784,8 +782,9 @@ void client_pump_admin(struct client *c)
         if (st == PKT_INCOMPLETE)
             return;
         if (st != PKT_OK) {
-            client_fatal(c, "08P01", "invalid message length (admin console messages are "
-                                     "limited to %d bytes)",
+            client_fatal(c, "08P01",
+                         "invalid message length (admin console messages are "
+                         "limited to %d bytes)",
                          BUF_SIZE - 1);
             return;
         }
@@ -904,7 +903,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     case CLIENT_STARTUP:
     case CLIENT_LOOKUP:
     case CLIENT_AUTH:
-        client_fatal(c, "08P01", "pgtide: authentication timeout (authentication_timeout = %lld ms)",
+        client_fatal(c, "08P01",
+                     "pgtide: authentication timeout (authentication_timeout = %lld ms)",
                      (long long) p->cfg->authentication_timeout);
         break;
     case CLIENT_HELD:

@@ -415,8 +415,7 @@ static int setup_tls(struct proxy *p, const struct config *cfg, char *err, size_
         if (certf[0] == '\0') {
             cert = store_path(p->store, "state/server.crt");
             key = store_path(p->store, "state/server.key");
-            if (cert == NULL || key == NULL ||
-                tls_make_self_signed(cert, key, err, errlen) != 0) {
+            if (cert == NULL || key == NULL || tls_make_self_signed(cert, key, err, errlen) != 0) {
                 free(cert);
                 free(key);
                 return -1;
@@ -432,8 +431,8 @@ static int setup_tls(struct proxy *p, const struct config *cfg, char *err, size_
             return -1;
     }
     if (cfg->server_tls_sslmode != SSLMODE_DISABLE) {
-        p->tls_client = tls_client_ctx_new(cfg->server_tls_ca_file, cfg->server_tls_sslmode, err,
-                                           errlen);
+        p->tls_client =
+            tls_client_ctx_new(cfg->server_tls_ca_file, cfg->server_tls_sslmode, err, errlen);
         if (p->tls_client == NULL)
             return -1;
     }
@@ -458,8 +457,7 @@ struct proxy *proxy_new(struct ev_loop *loop, struct config *cfg, struct store *
     list_init(&p->dead_clients);
     list_init(&p->dead_servers);
     p->started_ms = p->last_activity_ms = proxy_now_ms();
-    if (RAND_bytes(p->mock_key, sizeof(p->mock_key)) != 1 ||
-        setup_tls(p, cfg, err, errlen) != 0 ||
+    if (RAND_bytes(p->mock_key, sizeof(p->mock_key)) != 1 || setup_tls(p, cfg, err, errlen) != 0 ||
         load_auth(p, cfg, &p->hba, &p->auth_file, err, errlen) != 0) {
         proxy_free(p);
         return NULL;

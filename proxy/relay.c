@@ -79,7 +79,8 @@ static void cut_message(struct conn *c, uint32_t total)
 void relay_consume(struct conn *c)
 {
     const uint8_t *p = c->in->data + c->scan;
-    uint32_t len = ((uint32_t) p[1] << 24) | ((uint32_t) p[2] << 16) | ((uint32_t) p[3] << 8) | p[4];
+    uint32_t len =
+        ((uint32_t) p[1] << 24) | ((uint32_t) p[2] << 16) | ((uint32_t) p[3] << 8) | p[4];
     cut_message(c, len + 1);
 }
 

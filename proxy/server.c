@@ -31,9 +31,8 @@
 #include "pgtide/secret.h"
 #include "pgtide/userlist.h"
 
-static const char *const state_names[] = {"connecting", "tls_request", "tls",  "login",
-                                          "idle",       "setup",       "active", "reset",
-                                          "park",       "closing"};
+static const char *const state_names[] = {"connecting", "tls_request", "tls",   "login", "idle",
+                                          "setup",      "active",      "reset", "park",  "closing"};
 
 const char *server_state_name(enum server_state s)
 {
@@ -41,7 +40,7 @@ const char *server_state_name(enum server_state s)
 }
 
 #define SLOG(lvl, s, fmt, ...)                                                                     \
-    log_write(lvl, "S-%llu %s/%s: " fmt, (unsigned long long) (s)->id, (s)->pool->database,       \
+    log_write(lvl, "S-%llu %s/%s: " fmt, (unsigned long long) (s)->id, (s)->pool->database,        \
               (s)->pool->user, ##__VA_ARGS__)
 
 static struct proxy *proxy_of(const struct server *s)
@@ -543,8 +542,7 @@ void server_pump(struct server *s)
         client_want_write(c);
         return;
     }
-    enum relay_status st =
-        relay_pump(&s->conn, &c->conn.sock, UINT32_MAX - 1, &server_ops, s);
+    enum relay_status st = relay_pump(&s->conn, &c->conn.sock, UINT32_MAX - 1, &server_ops, s);
     if (s->state == SERVER_CLOSING)
         return;
     switch (st) {

@@ -60,7 +60,7 @@ struct client {
     uint64_t id;
     enum client_state state;
     struct conn conn;
-    ev_timer timer;  /* authentication_timeout, wake_timeout, query_wait_timeout */
+    ev_timer timer;                 /* authentication_timeout, wake_timeout, query_wait_timeout */
     struct pkt_builder out_builder; /* pgtide's own messages, written before relayed bytes */
     size_t out_off;                 /* bytes of out_builder already written */
     bool close_pending;             /* close once out_builder is written (after a FATAL) */
@@ -85,10 +85,10 @@ struct client {
 
     struct pool *pool;
     struct server *server;
-    bool welcomed;  /* AuthenticationOk .. ReadyForQuery sent */
+    bool welcomed; /* AuthenticationOk .. ReadyForQuery sent */
     bool admin;
-    char txn;       /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
-    bool busy;      /* a request was forwarded and its ReadyForQuery has not come back */
+    char txn;  /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
+    bool busy; /* a request was forwarded and its ReadyForQuery has not come back */
 
     struct park_item *parked; /* snapshot of a parked session (PARKED, and during replay) */
     char park_blocker[128];   /* why the last snapshot could not park it; "" = parkable */

@@ -24,7 +24,7 @@ struct hba;
 struct userlist;
 struct authdb;
 
-#define PROXY_MAX_LISTENERS 16
+#define PROXY_MAX_LISTENERS  16
 #define PROXY_CANCEL_BUCKETS 4096
 
 struct listener {
@@ -37,10 +37,10 @@ struct listener {
 
 /* Totals for SHOW STATS (since start). */
 struct proxy_stats {
-    uint64_t queries, xacts;     /* ReadyForQuery count; ReadyForQuery 'I' count */
+    uint64_t queries, xacts;         /* ReadyForQuery count; ReadyForQuery 'I' count */
     uint64_t bytes_recv, bytes_sent; /* from clients; to clients */
     uint64_t query_time_us, xact_time_us;
-    uint64_t wait_time_us;       /* time clients waited for a compute or a server */
+    uint64_t wait_time_us; /* time clients waited for a compute or a server */
     uint64_t clients_total, servers_total, auth_failures;
 };
 

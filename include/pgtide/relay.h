@@ -58,7 +58,7 @@ enum relay_status relay_pump(struct conn *src, struct sock *dst, uint32_t max_le
 
 /* Reads once from c into its buffer (taking one from the pool if it has none). Returns bytes
    read, 0 when the buffer is full, RELAY_READ_EOF, RELAY_READ_NOMEM, SOCK_AGAIN or SOCK_ERROR. */
-#define RELAY_READ_EOF (-3)
+#define RELAY_READ_EOF   (-3)
 #define RELAY_READ_NOMEM (-4)
 ssize_t relay_read(struct conn *c);
 

@@ -49,7 +49,7 @@ struct server {
     uint64_t id;
     enum server_state state;
     struct conn conn;
-    ev_timer timer;  /* connect timeout, idle timeout */
+    ev_timer timer;                 /* connect timeout, idle timeout */
     struct pkt_builder out_builder; /* pgtide's own messages to the server */
     size_t out_off;
     struct client *client;

@@ -12,9 +12,9 @@
 
 struct sock {
     int fd;
-    SSL *ssl;         /* NULL for plain sockets */
-    bool want_read;   /* last TLS call needs the socket readable */
-    bool want_write;  /* last TLS call needs the socket writable */
+    SSL *ssl;        /* NULL for plain sockets */
+    bool want_read;  /* last TLS call needs the socket readable */
+    bool want_write; /* last TLS call needs the socket writable */
 };
 
 enum { SOCK_AGAIN = -2, SOCK_ERROR = -1, SOCK_EOF = 0 };
