@@ -344,10 +344,10 @@ static void refresh_done(void *arg, int ntuples, int nfields, const char *const 
     serve_waiting(a);
 }
 
-void authdb_compute_ready(struct authdb *a)
+void authdb_compute_ready(struct authdb *a, bool fresh_start)
 {
     struct proxy *p = a->p;
-    if (compute_is_static(p->primary) || a->refresh != NULL) {
+    if (!fresh_start || compute_is_static(p->primary) || a->refresh != NULL) {
         serve_waiting(a);
         return;
     }

@@ -860,6 +860,12 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
         client_pump(c);
         break;
     case CLIENT_PARKED:
+        /* a parked session that only says goodbye must not wake the compute */
+        if (c->conn.in != NULL && buf_len(c->conn.in) >= 1 &&
+            c->conn.in->data[c->conn.in->rpos] == 'X') {
+            client_close(c, "client terminated");
+            break;
+        }
         /* the parked session speaks: a fresh server, the snapshot replayed, then its message */
         if (n > 0)
             request_server(c);

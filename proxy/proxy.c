@@ -273,11 +273,10 @@ static void on_reap(struct ev_loop *loop, ev_check *w, int revents)
 
 void proxy_compute_changed(struct proxy *p, int from, int to)
 {
-    (void) from;
     struct list_node *it, *tmp;
     if (to == COMPUTE_RUNNING) {
         if (p->authdb != NULL)
-            authdb_compute_ready(p->authdb);
+            authdb_compute_ready(p->authdb, from == COMPUTE_STARTING);
         if (!p->paused) {
             list_for_each_safe(it, tmp, &p->held)
             {
@@ -369,8 +368,11 @@ static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
             log_warn("could not pause the compute");
         break;
     case POLICY_SUSPEND:
-        if (!park_in_progress(p))
-            (void) park_begin(p);
+        if (park_in_progress(p))
+            break;
+        if (in.state == COMPUTE_PAUSED)
+            compute_wake(p->primary); /* the snapshots run on the sessions' servers */
+        (void) park_begin(p);
         break;
     case POLICY_NONE:
         break;

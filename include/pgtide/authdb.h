@@ -27,8 +27,9 @@ struct authdb_req *authdb_lookup(struct authdb *a, const char *user, authdb_done
                                  void *arg);
 void authdb_cancel(struct authdb *a, struct authdb_req *r);
 
-/* The primary is running: run waiting lookups, refresh the cache from pg_authid. */
-void authdb_compute_ready(struct authdb *a);
+/* The primary is running: run waiting lookups; after a start (fresh_start) also refresh the
+   cache from pg_authid (a thaw from paused changes nothing there). */
+void authdb_compute_ready(struct authdb *a, bool fresh_start);
 
 /* The primary failed or timed out: waiting lookups are answered "unknown". */
 void authdb_compute_failed(struct authdb *a);
