@@ -76,7 +76,7 @@ stage build build || { echo "$pass passed, $((fail)) failed"; exit 1; }
 stage unit unit
 stage format format
 stage fuzz fuzz
-for target in static embedded; do
+for target in static-tcp embedded; do
     if stage "e2e-$target" env PGTIDE_BIN="$TOP/pgtide" regress/e2e/run --target=$target; then
         grep -E '^(ok|FAIL) ' "$LOGS/e2e-$target.log" | sed 's/^/    /'
     fi

@@ -295,7 +295,7 @@ pgt_export_target() {
         export PGTIDE_PORT=$PG_PORT PGTIDE_SUPERUSER_PASSWORD=$PG_SUPERPASS
         export PGTIDE_DATA= PGTIDE_PID= PGTIDE_LOG=
         ;;
-    static)
+    static | static-tcp)
         export PGTIDE_PORT=$TIDE_PORT PGTIDE_SUPERUSER_PASSWORD=$PG_SUPERPASS
         export PGTIDE_DATA=$TIDE_DATA PGTIDE_PID=$TIDE_PID PGTIDE_LOG=$TIDE_LOG
         export PGTIDE_SOCK=$TIDE_SOCK
