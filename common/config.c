@@ -23,7 +23,17 @@
 #include <strings.h>
 #include <sys/types.h>
 
-enum key_type { KT_STRING, KT_INT, KT_OCTAL, KT_SIZE, KT_DURATION, KT_UNITS, KT_ENUM, KT_AUTH };
+enum key_type {
+    KT_STRING,
+    KT_INT,
+    KT_OCTAL,
+    KT_SIZE,
+    KT_DURATION,
+    KT_UNITS,
+    KT_ENUM,
+    KT_AUTH,
+    KT_FRACTION /* a decimal number in min/100 .. max/100 (cpu_high, cpu_low) */
+};
 
 /* String checks return NULL when the value is acceptable, else a static explanation. */
 typedef const char *(*string_check_fn)(const char *value);
@@ -160,6 +170,18 @@ static const struct key_def keys[] = {
     {"pause_after", KT_DURATION, F(pause_after), "10s", true, 0, MAX_DURATION, NULL, NULL},
     {"suspend_after", KT_DURATION, F(suspend_after), "5min", true, 0, MAX_DURATION, NULL, NULL},
     {"wake_timeout", KT_DURATION, F(wake_timeout), "1min", true, 1, MAX_DURATION, NULL, NULL},
+    /* compute units, vertical autoscaling, replica policy (issue 5: compute units) */
+    {"replica_units", KT_UNITS, F(replica_units), "1", true, 1, 256, NULL, NULL},
+    {"min_cu", KT_UNITS, F(min_cu), "1", true, 1, 256, NULL, NULL},
+    {"max_cu", KT_UNITS, F(max_cu), "1", true, 1, 256, NULL, NULL},
+    {"scale_window", KT_DURATION, F(scale_window), "30s", true, 1000, 600000, NULL, NULL},
+    {"scale_cooldown", KT_DURATION, F(scale_cooldown), "5min", true, 1000, DAY_MS, NULL, NULL},
+    {"cpu_high", KT_FRACTION, F(cpu_high), "0.8", true, 1, 100, NULL, NULL},
+    {"cpu_low", KT_FRACTION, F(cpu_low), "0.3", true, 0, 99, NULL, NULL},
+    {"min_replicas", KT_INT, F(min_replicas), "0", true, 0, 16, NULL, NULL},
+    {"max_replicas", KT_INT, F(max_replicas), "0", true, 0, 16, NULL, NULL},
+    {"max_replica_lag", KT_SIZE, F(max_replica_lag), "16MB", true, 0, INT64_C(1) << 40, NULL,
+     NULL},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -407,6 +429,28 @@ static int set_units(struct config *c, const struct key_def *k, const char *valu
     return 0;
 }
 
+/* cpu_high, cpu_low: a decimal number between min/100 and max/100. */
+static int set_fraction(struct config *c, const struct key_def *k, const char *value, char *err,
+                        size_t errlen)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (value[0] == '\0' || isspace((unsigned char) value[0]) || *end != '\0' || errno != 0 ||
+        !isfinite(v)) {
+        set_err(err, errlen, "%s: invalid value \"%s\": expected a fraction such as 0.8", k->name,
+                value);
+        return -1;
+    }
+    if (v < (double) k->min / 100.0 || v > (double) k->max / 100.0) {
+        set_err(err, errlen, "%s: value \"%s\" is out of range (%g..%g)", k->name, value,
+                (double) k->min / 100.0, (double) k->max / 100.0);
+        return -1;
+    }
+    *(double *) ((char *) c + k->off) = v;
+    return 0;
+}
+
 static int set_enum(struct config *c, const struct key_def *k, const char *value, char *err,
                     size_t errlen)
 {
@@ -462,6 +506,8 @@ static int set_key(struct config *c, const struct key_def *k, const char *value,
         return set_int_like(c, k, value, err, errlen);
     case KT_UNITS:
         return set_units(c, k, value, err, errlen);
+    case KT_FRACTION:
+        return set_fraction(c, k, value, err, errlen);
     case KT_ENUM:
     case KT_AUTH:
         return set_enum(c, k, value, err, errlen);
@@ -627,6 +673,20 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     if (c->min_pool_size > c->pool_size) {
         set_err(err, errlen, "min_pool_size (%d) must not exceed pool_size (%d)", c->min_pool_size,
                 c->pool_size);
+        return -1;
+    }
+    /* compute units, vertical autoscaling, replica policy (issue 5: compute units) */
+    if (c->min_cu > c->max_cu) {
+        set_err(err, errlen, "min_cu (%g) must not exceed max_cu (%g)", c->min_cu, c->max_cu);
+        return -1;
+    }
+    if (c->cpu_low >= c->cpu_high) {
+        set_err(err, errlen, "cpu_low (%g) must be below cpu_high (%g)", c->cpu_low, c->cpu_high);
+        return -1;
+    }
+    if (c->min_replicas > c->max_replicas) {
+        set_err(err, errlen, "min_replicas (%d) must not exceed max_replicas (%d)",
+                c->min_replicas, c->max_replicas);
         return -1;
     }
     return 0;
@@ -813,6 +873,7 @@ static void format_key(const struct config *c, const struct key_def *k, char *ou
         format_with_units(out, outlen, *ci64_field(c, k), duration_units, false);
         break;
     case KT_UNITS:
+    case KT_FRACTION:
         snprintf(out, outlen, "%g", *(const double *) ((const char *) c + k->off));
         break;
     case KT_ENUM:

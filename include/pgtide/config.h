@@ -87,6 +87,17 @@ struct config {
     int64_t pause_after;   /* ms, 10s; 0 = never */
     int64_t suspend_after; /* ms, 300s; 0 = never */
     int64_t wake_timeout;  /* ms, 60s */
+    /* compute units, vertical autoscaling, replica policy (issue 5: compute units) */
+    double replica_units;    /* 1, CU of each replica, 0.25..64 in steps of 0.25 */
+    double min_cu;           /* 1, smallest size the autoscaler may choose */
+    double max_cu;           /* 1, largest; autoscaling is on when min_cu < max_cu */
+    int64_t scale_window;    /* ms, 30s: CPU use is averaged over this window (1s..10min) */
+    int64_t scale_cooldown;  /* ms, 5min: low use must last this long before scaling down */
+    double cpu_high;         /* 0.8: scale up above this fraction of the current CU */
+    double cpu_low;          /* 0.3: scale down below this fraction (must be < cpu_high) */
+    int min_replicas;        /* 0 (accepted and persisted; replicas come with a later issue) */
+    int max_replicas;        /* 0 */
+    int64_t max_replica_lag; /* bytes of WAL, 16MB */
 };
 
 /* Returns a new snapshot holding every default, refcount 1, or NULL when out of memory. */
@@ -131,7 +142,8 @@ int config_set(struct config *c, const char *name, const char *value, char *err,
 int config_set_arg(struct config *c, const char *name_eq_value, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Checks rules that involve several keys (today: min_pool_size <= pool_size). Call once after
+/* Checks rules that involve several keys (min_pool_size <= pool_size, min_cu <= max_cu,
+   cpu_low < cpu_high, min_replicas <= max_replicas). Call once after
    the file and every -c override have been applied. Returns 0, or -1 with a message. */
 int config_validate(const struct config *c, char *err, size_t errlen)
     __attribute__((warn_unused_result));

@@ -632,6 +632,17 @@ START_TEST(test_foreach)
         "pause_after",
         "suspend_after",
         "wake_timeout",
+        /* compute units, vertical autoscaling, replica policy (issue 5: compute units) */
+        "replica_units",
+        "min_cu",
+        "max_cu",
+        "scale_window",
+        "scale_cooldown",
+        "cpu_high",
+        "cpu_low",
+        "min_replicas",
+        "max_replicas",
+        "max_replica_lag",
     };
     size_t n = sizeof(expected) / sizeof(expected[0]);
     struct config *c = config_new_defaults();
