@@ -33,7 +33,7 @@
 #include "pgtide/tls.h"
 
 static const char *const state_names[] = {"tls",     "startup", "lookup", "auth",   "held",
-                                          "waiting", "active",  "admin",  "parked", "closing"};
+                                          "waiting", "active",  "admin",  "idle",   "closing"};
 
 const char *client_state_name(enum client_state s)
 {
@@ -68,20 +68,20 @@ bool client_state_legal(enum client_state from, enum client_state to)
     switch (from) {
     case CLIENT_TLS:
         return to == CLIENT_STARTUP;
-    case CLIENT_STARTUP:
-        return to == CLIENT_TLS || to == CLIENT_LOOKUP || to == CLIENT_AUTH || to == CLIENT_ADMIN ||
-               to == CLIENT_HELD;
+    case CLIENT_STARTUP: /* trust and cert logins skip LOOKUP and AUTH */
+    case CLIENT_AUTH:
+        return (from == CLIENT_STARTUP && (to == CLIENT_TLS || to == CLIENT_LOOKUP)) ||
+               to == CLIENT_ADMIN || to == CLIENT_HELD || to == CLIENT_WAITING ||
+               to == CLIENT_IDLE;
     case CLIENT_LOOKUP:
         return to == CLIENT_AUTH;
-    case CLIENT_AUTH:
-        return to == CLIENT_ADMIN || to == CLIENT_HELD || to == CLIENT_WAITING;
     case CLIENT_HELD:
         return to == CLIENT_WAITING;
     case CLIENT_WAITING:
-        return to == CLIENT_ACTIVE || to == CLIENT_HELD;
+        return to == CLIENT_ACTIVE;
     case CLIENT_ACTIVE:
-        return to == CLIENT_PARKED;
-    case CLIENT_PARKED:
+        return to == CLIENT_IDLE;
+    case CLIENT_IDLE:
         return to == CLIENT_HELD || to == CLIENT_WAITING;
     default:
         return false;
@@ -859,14 +859,14 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
             compute_wake(c->proxy->primary); /* thaws synchronously */
         client_pump(c);
         break;
-    case CLIENT_PARKED:
-        /* a parked session that only says goodbye must not wake the compute */
+    case CLIENT_IDLE:
+        /* an idle session that only says goodbye must not wake the compute */
         if (c->conn.in != NULL && buf_len(c->conn.in) >= 1 &&
             c->conn.in->data[c->conn.in->rpos] == 'X') {
             client_close(c, "client terminated");
             break;
         }
-        /* the parked session speaks: a fresh server, the snapshot replayed, then its message */
+        /* it speaks: a server (with a parked session's snapshot replayed), then its message */
         if (n > 0)
             request_server(c);
         break;
@@ -996,7 +996,7 @@ struct client *client_accept(struct proxy *p, struct listener *l, int fd,
 
 void client_park(struct client *c)
 {
-    client_set_state(c, CLIENT_PARKED);
+    client_set_state(c, CLIENT_IDLE);
     relay_release_idle(&c->conn);
     io_set(c->proxy->loop, &c->conn.rio, true);
     if (log_enabled(LOG_LVL_DEBUG))

@@ -47,6 +47,8 @@ ssize_t relay_read(struct conn *c)
         c->scan = 0;
     }
     struct buf *b = c->in;
+    if (c->scan < b->rpos)
+        c->scan = b->rpos; /* bytes the owner consumed directly (startup, authentication) */
     if (buf_space(b) == 0 && b->rpos > 0) {
         uint32_t shift = b->rpos;
         buf_compact(b);

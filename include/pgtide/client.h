@@ -3,14 +3,15 @@
  * (client_set_state is the only place the state changes; it keeps list membership in step):
  *
  *   TLS <-> STARTUP -> LOOKUP -> AUTH -> HELD -> WAITING -> ACTIVE -> (close)
- *                                   \-> ADMIN            ^          |
- *                                                        +- PARKED <-+
+ *              \_____ trust/cert ____/  \-> ADMIN  ^        ^          |
+ *                                         \-> IDLE -+--------+--------<-+
  *
  * STARTUP reads startup-phase packets (SSLRequest, GSSENCRequest, CancelRequest,
  * StartupMessage); LOOKUP waits for the user's secret; AUTH runs the password exchange; HELD
  * waits for the compute to run; WAITING waits for a server connection from the pool; ACTIVE
- * relays to and from its server; ADMIN is a console session; PARKED is an idle session whose
- * server connection was given up before a suspend (its state kept as a snapshot, see park.h).
+ * relays to and from its server; ADMIN is a console session; IDLE is a session without a server
+ * connection and nothing in flight: between transactions in transaction pooling, or parked before
+ * a suspend (its state then kept as a snapshot, see park.h). It gets a server on its next message.
  */
 #pragma once
 
@@ -41,7 +42,7 @@ enum client_state {
     CLIENT_WAITING,
     CLIENT_ACTIVE,
     CLIENT_ADMIN,
-    CLIENT_PARKED,
+    CLIENT_IDLE,
     CLIENT_CLOSING
 };
 
@@ -90,7 +91,7 @@ struct client {
     char txn;  /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
     bool busy; /* a request was forwarded and its ReadyForQuery has not come back */
 
-    struct park_item *parked; /* snapshot of a parked session (PARKED, and during replay) */
+    struct park_item *parked; /* snapshot of a parked session (IDLE, and during replay) */
     char park_blocker[128];   /* why the last snapshot could not park it; "" = parkable */
 
     uint32_t cancel_pid, cancel_key;
@@ -124,7 +125,7 @@ void client_close(struct client *c, const char *reason);
 /* The compute is running: HELD -> WAITING (asks the pool). */
 void client_compute_ready(struct client *c);
 
-/* The session's server connection was given up after a snapshot: ACTIVE -> PARKED. */
+/* The session's server connection was given up after a snapshot: ACTIVE -> IDLE. */
 void client_park(struct client *c);
 
 /* The pool gives a server (already logged in and set up for this client): -> ACTIVE. */

@@ -1,8 +1,10 @@
 /*
  * server: one connection from pgtide to a compute, as a state machine:
  *
- *   CONNECTING -> TLS_REQ -> TLS -> LOGIN -> IDLE <-> SETUP -> ACTIVE -> RESET -> IDLE
- *                                                               ACTIVE <-> PARK
+ *   CONNECTING -> TLS_REQ -> TLS -> LOGIN -> IDLE -> SETUP -> ACTIVE -> RESET -> IDLE
+ *                                             \---------------^  |  ^     ^
+ *                                                                |  PARK  | (a failed SETUP)
+ *                                    (transaction pooling) IDLE <-+        SETUP
  *
  * LOGIN logs in as the pool's user (trust on a compute's private socket; SCRAM, md5 or password
  * toward a static server). SETUP applies a client's startup parameters with one SET query;

@@ -30,8 +30,8 @@ struct edge {
 
 /* The arrows of the diagram in client.h:
      TLS <-> STARTUP -> LOOKUP -> AUTH -> HELD -> WAITING -> ACTIVE -> (close)
-                                    \-> ADMIN            ^          |
-                                                         +- PARKED <-+        */
+                                    \-> ADMIN  ^        ^          |
+                                     \-> IDLE -+--------+--------<-+        */
 static const struct edge client_diagram[] = {
     {CLIENT_TLS, CLIENT_STARTUP, "TLS handshake done"},
     {CLIENT_STARTUP, CLIENT_TLS, "SSLRequest accepted"},
@@ -41,8 +41,9 @@ static const struct edge client_diagram[] = {
     {CLIENT_AUTH, CLIENT_ADMIN, "authenticated to the console"},
     {CLIENT_HELD, CLIENT_WAITING, "compute running"},
     {CLIENT_WAITING, CLIENT_ACTIVE, "server attached"},
-    {CLIENT_ACTIVE, CLIENT_PARKED, "parked before a suspend"},
-    {CLIENT_PARKED, CLIENT_WAITING, "parked session speaks, compute running"},
+    {CLIENT_ACTIVE, CLIENT_IDLE, "parked before a suspend, or a transaction ended (pooling)"},
+    {CLIENT_IDLE, CLIENT_WAITING, "idle session speaks, compute running"},
+    {CLIENT_AUTH, CLIENT_IDLE, "transaction pooling: welcomed from the pool's parameters"},
 };
 
 /* Shortcuts the code takes that the diagram draws only implicitly. */
@@ -53,8 +54,9 @@ static const struct edge client_shortcuts[] = {
     {CLIENT_STARTUP, CLIENT_WAITING, "trust/cert login, compute running (request_server)"},
     /* request_server(): a running compute needs no holding */
     {CLIENT_AUTH, CLIENT_WAITING, "password login, compute running (request_server)"},
-    /* on_read() in PARKED calls request_server() */
-    {CLIENT_PARKED, CLIENT_HELD, "parked session speaks, compute suspended (request_server)"},
+    /* on_read() in IDLE calls request_server() */
+    {CLIENT_IDLE, CLIENT_HELD, "idle session speaks, compute suspended (request_server)"},
+    {CLIENT_STARTUP, CLIENT_IDLE, "trust/cert login in transaction pooling"},
 };
 
 static bool in_table(const struct edge *t, size_t n, int from, int to)
@@ -180,12 +182,12 @@ static const struct edge server_diagram[] = {
     {SERVER_TLS, SERVER_LOGIN, "TLS handshake done"},
     {SERVER_LOGIN, SERVER_IDLE, "logged in"},
     {SERVER_IDLE, SERVER_SETUP, "assigned, parameters to apply"},
-    {SERVER_SETUP, SERVER_IDLE, "diagram: IDLE <-> SETUP"},
     {SERVER_SETUP, SERVER_ACTIVE, "SET done"},
     {SERVER_ACTIVE, SERVER_RESET, "client left"},
     {SERVER_RESET, SERVER_IDLE, "reset done"},
     {SERVER_ACTIVE, SERVER_PARK, "snapshot before a suspend"},
     {SERVER_PARK, SERVER_ACTIVE, "snapshot refused, keep relaying"},
+    {SERVER_ACTIVE, SERVER_IDLE, "transaction pooling: the transaction ended"},
 };
 
 static const struct edge server_shortcuts[] = {
@@ -197,7 +199,6 @@ static const struct edge server_shortcuts[] = {
 
 /* Drawn as IDLE <-> SETUP, but the code goes SETUP -> RESET -> IDLE instead; either is fine. */
 static const struct edge server_optional[] = {
-    {SERVER_SETUP, SERVER_IDLE, "diagram: IDLE <-> SETUP"},
 };
 
 static bool server_expected(int from, int to)
