@@ -116,6 +116,19 @@ static const char *check_listen_addr(const char *v)
     return check_list_items(v);
 }
 
+/* metrics_listen: "" (off) or HOST:PORT ([v6]:PORT for IPv6), port 1..65535. */
+static const char *check_metrics_listen(const char *v)
+{
+    if (v[0] == '\0')
+        return NULL;
+    const char *colon = strrchr(v, ':');
+    if (colon == NULL || colon == v || colon[1] == '\0' || strlen(colon + 1) > 5 ||
+        strspn(colon + 1, "0123456789") != strlen(colon + 1) || atoi(colon + 1) < 1 ||
+        atoi(colon + 1) > 65535)
+        return "must be HOST:PORT (e.g. 127.0.0.1:9930, [::1]:9930) or empty (off)";
+    return NULL;
+}
+
 #define F(field) offsetof(struct config, field)
 
 static const struct key_def keys[] = {
@@ -182,6 +195,13 @@ static const struct key_def keys[] = {
     {"max_replicas", KT_INT, F(max_replicas), "0", true, 0, 16, NULL, NULL},
     {"max_replica_lag", KT_SIZE, F(max_replica_lag), "16MB", true, 0, INT64_C(1) << 40, NULL,
      NULL},
+    /* usage accounting and metrics (issue 5: ledger, usage, metrics) */
+    {"ledger_heartbeat", KT_DURATION, F(ledger_heartbeat), "5s", true, 1000, 3600000, NULL, NULL},
+    {"paused_rate", KT_FRACTION, F(paused_rate), "0.1", true, 0, 100, NULL, NULL},
+    {"usage_minimum_charge", KT_DURATION, F(usage_minimum_charge), "0", true, 0, DAY_MS, NULL,
+     NULL},
+    {"metrics_listen", KT_STRING, F(metrics_listen), "127.0.0.1:9930", false, 0, 0, NULL,
+     check_metrics_listen},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

@@ -98,6 +98,11 @@ struct config {
     int min_replicas;        /* 0 (accepted and persisted; replicas come with a later issue) */
     int max_replicas;        /* 0 */
     int64_t max_replica_lag; /* bytes of WAL, 16MB */
+    /* usage accounting and metrics (issue 5: ledger, usage, metrics) */
+    int64_t ledger_heartbeat;     /* ms, 5s (1s..1h): ledger heartbeat while a compute runs */
+    double paused_rate;           /* 0.1: a paused CU-second costs this much of a running one */
+    int64_t usage_minimum_charge; /* ms, 0: shortest billed compute interval (whole seconds) */
+    char *metrics_listen;         /* "127.0.0.1:9930"; "" = no metrics endpoint; restart only */
 };
 
 /* Returns a new snapshot holding every default, refcount 1, or NULL when out of memory. */

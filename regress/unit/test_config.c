@@ -643,6 +643,10 @@ START_TEST(test_foreach)
         "min_replicas",
         "max_replicas",
         "max_replica_lag",
+        "ledger_heartbeat",
+        "paused_rate",
+        "usage_minimum_charge",
+        "metrics_listen",
     };
     size_t n = sizeof(expected) / sizeof(expected[0]);
     struct config *c = config_new_defaults();
@@ -654,7 +658,7 @@ START_TEST(test_foreach)
     for (size_t i = 0; i < n; i++)
         ck_assert_str_eq(s.keys[i], expected[i]);
     ck_assert_uint_eq(s.changed, 1); /* only pool_size differs from its default */
-    ck_assert_uint_eq(s.fixed, 6);
+    ck_assert_uint_eq(s.fixed, 7);
     ck_assert(s.saw_pool_size && s.saw_wake_timeout && s.saw_auth_type);
 
     /* Every key's printed value parses back to the same value. */
