@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "pgtide/compute.h"
+#include "pgtide/cgroup.h"
 #include "pgtide/log.h"
 
 #include <assert.h>
@@ -24,6 +25,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <math.h>
 
 #include <libpq-fe.h>
 
@@ -64,6 +67,11 @@ struct compute {
     enum compute_freeze freeze;      /* how the tree is frozen now (NONE when not paused) */
     enum compute_freeze last_freeze; /* method of the last pause, for SHOW COMPUTES */
     char cgroup[512];                /* freezer cgroup directory while frozen by cgroup */
+    /* compute units (issue 5): CPU quota group, made at the first start, kept until free */
+    struct cgroup_cpu cpu;
+    bool cpu_tried;
+    compute_resized_fn on_resized;
+    void *on_resized_arg;
 };
 
 /* Legal transitions: [from][to]. */
@@ -345,6 +353,17 @@ static int compute_freeze_cgroup(struct compute *c, enum compute_freeze kind, co
                                  int n)
 {
     char dir[512], file[600];
+    if (kind == FREEZE_CGROUP_V2 && c->cpu.kind == CGROUP_V2) {
+        /* the tree already sits in its own v2 cpu group: freeze that group in place, since
+           moving the processes out would lift their CPU quota */
+        snprintf(file, sizeof(file), "%s/cgroup.freeze", c->cpu.dir);
+        if (compute_write_str(file, "1") < 0)
+            return -1;
+        snprintf(file, sizeof(file), "%s/cgroup.events", c->cpu.dir);
+        compute_cgroup_settle(file, "frozen 1");
+        snprintf(c->cgroup, sizeof(c->cgroup), "%s", c->cpu.dir);
+        return 0;
+    }
     if (compute_cgroup_dir(c, kind, dir, sizeof(dir)) < 0)
         return -1;
     if (mkdir(dir, 0755) < 0 && errno != EEXIST)
@@ -384,7 +403,8 @@ static void compute_thaw_cgroup(struct compute *c)
     snprintf(file, sizeof(file), "%s/%s", c->cgroup, v1 ? "freezer.state" : "cgroup.freeze");
     if (compute_write_str(file, v1 ? "THAWED" : "0") < 0)
         log_error("could not thaw %s: %s", file, strerror(errno));
-    compute_cgroup_release(c->cgroup);
+    if (v1 || strcmp(c->cgroup, c->cpu.dir) != 0) /* the v2 cpu group itself stays */
+        compute_cgroup_release(c->cgroup);
     c->cgroup[0] = '\0';
 }
 
@@ -558,6 +578,8 @@ static void compute_exec_child(const struct compute *c, char *const argv[])
     sigprocmask(SIG_SETMASK, &none, NULL);
     for (int s = 1; s < NSIG; s++)
         signal(s, SIG_DFL);
+    if (cgroup_cpu_join_self(&c->cpu) < 0) /* before exec: every backend inherits the quota */
+        dprintf(STDERR_FILENO, "pgtide: cannot join cgroup %s: %s\n", c->cpu.dir, strerror(errno));
     if (c->st->as_root &&
         (setgroups(0, NULL) < 0 || setgid(c->st->gid) < 0 || setuid(c->st->uid) < 0)) {
         dprintf(STDERR_FILENO, "pgtide: cannot switch to uid %u: %s\n", (unsigned) c->st->uid,
@@ -587,6 +609,9 @@ static void compute_build_argv(const struct compute *c, char *argv[24], char buf
     double cu = c->cu > 0 ? c->cu : 1.0;
     long shared_mb = (long) (cu * 256.0);
     long maxconn = (long) (cu * 100.0);
+    /* a quarter of the memory budget for sorts, assuming a quarter of the connections sort at
+       once; never below PostgreSQL's default */
+    long work_kb = (long) (cu * 1048576.0 / 4.0 / ((maxconn < 100 ? 100 : maxconn) / 4.0));
     bool quote = strpbrk(c->rundir, " ,\"") != NULL;
     snprintf(postgres, 4096, "%s/postgres", c->bindir);
     snprintf(bufs[0], 640, "unix_socket_directories=%s%s%s", quote ? "\"" : "", c->rundir,
@@ -594,13 +619,14 @@ static void compute_build_argv(const struct compute *c, char *argv[24], char buf
     snprintf(bufs[1], 640, "port=%d", c->port);
     snprintf(bufs[2], 640, "shared_buffers=%ldMB", shared_mb < 16 ? 16 : shared_mb);
     snprintf(bufs[3], 640, "max_connections=%ld", maxconn < 100 ? 100 : maxconn);
+    snprintf(bufs[4], 640, "work_mem=%ldkB", work_kb < 4096 ? 4096 : work_kb);
     const char *fixed[] = {"listen_addresses=", "unix_socket_permissions=0700",
                            "logging_collector=off"};
     int a = 0;
     argv[a++] = postgres;
     argv[a++] = "-D";
     argv[a++] = c->datadir;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         argv[a++] = "-c";
         argv[a++] = bufs[i];
     }
@@ -611,12 +637,47 @@ static void compute_build_argv(const struct compute *c, char *argv[24], char buf
     argv[a] = NULL;
 }
 
+/* Size a start begins with: compute_units (replica_units for a replica), kept between min_cu
+   and max_cu when vertical autoscaling is on (min_cu < max_cu). */
+static double compute_start_cu(const struct compute *c)
+{
+    const struct config *cfg = c->cfg;
+    double cu = c->role == COMPUTE_REPLICA ? cfg->replica_units : cfg->compute_units;
+    if (cu <= 0)
+        cu = 1.0;
+    if (c->role == COMPUTE_PRIMARY && cfg->min_cu < cfg->max_cu)
+        cu = cu < cfg->min_cu ? cfg->min_cu : cu > cfg->max_cu ? cfg->max_cu : cu;
+    return cu;
+}
+
+/* Makes the CPU quota group at the first start (kept until compute_free) and sets its quota to
+   the start size. Reported, never fatal, where cgroups are not writable. */
+static void compute_cpu_setup(struct compute *c)
+{
+    const char *role = compute_role_name(c->role);
+    if (!c->cpu_tried) {
+        c->cpu_tried = true;
+        char name[64];
+        snprintf(name, sizeof(name), "pgtide-%d-%s", (int) getpid(), role);
+        if (cgroup_cpu_create(&c->cpu, name) == 0)
+            log_info("compute %s: CPU quota enforced with %s in %s", role,
+                     cgroup_kind_name(c->cpu.kind), c->cpu.dir);
+        else
+            log_warn("compute %s: CPU quota not enforced (%s); sizes are recorded only", role,
+                     c->cpu.why);
+    }
+    if (c->cpu.kind != CGROUP_NONE && cgroup_cpu_set_limit(&c->cpu, c->cu) < 0)
+        log_warn("compute %s: cannot set the CPU quota in %s: %s", role, c->cpu.dir,
+                 strerror(errno));
+}
+
 static void compute_start(struct compute *c)
 {
     set_state(c, COMPUTE_STARTING);
     c->starts++;
     c->start_begin_mono = compute_mono_ms();
-    c->cu = c->cfg->compute_units > 0 ? c->cfg->compute_units : 1.0;
+    c->cu = compute_start_cu(c);
+    compute_cpu_setup(c);
     char version[4200];
     snprintf(version, sizeof(version), "%s/PG_VERSION", c->datadir);
     if (access(version, F_OK) < 0) {
@@ -912,6 +973,7 @@ void compute_free(struct compute *c)
     }
     ev_timer_stop(c->loop, &c->start_timer);
     ev_timer_stop(c->loop, &c->stop_timer);
+    cgroup_cpu_destroy(&c->cpu);
     free(c->bindir);
     free(c->datadir);
     free(c->rundir);
@@ -968,4 +1030,91 @@ void compute_get_info(const struct compute *c, struct compute_info *out)
     out->last_start_ms = c->last_start_ms;
     out->state_since_ms = c->state_since_wall;
     out->pause_method = compute_freeze_name(c->last_freeze);
+    out->cpu_enforcement = c->is_static ? "" : cgroup_kind_name(c->cpu.kind);
+    out->cpu_limit = c->cpu.limit_cu;
+    out->cpu_why = c->cpu.kind == CGROUP_NONE ? c->cpu.why : "";
+}
+
+/* ---- compute units (issue 5) -------------------------------------------------------------- */
+
+const struct config *compute_get_config(const struct compute *c)
+{
+    return c->cfg;
+}
+
+void compute_set_resize_hook(struct compute *c, compute_resized_fn fn, void *arg)
+{
+    c->on_resized = fn;
+    c->on_resized_arg = arg;
+}
+
+int compute_resize(struct compute *c, double cu)
+{
+    double q = cu * 4.0;
+    if (c->is_static || !(cu >= 0.25 && cu <= 64.0) || fabs(q - round(q)) > 1e-9 ||
+        (c->state != COMPUTE_STARTING && c->state != COMPUTE_RUNNING && c->state != COMPUTE_PAUSED))
+        return -1;
+    double from = c->cu;
+    if (cu == from)
+        return 0;
+    c->cu = cu;
+    const char *role = compute_role_name(c->role);
+    if (c->cpu.kind == CGROUP_NONE)
+        log_info("compute %s: resized %.2f -> %.2f CU (not enforced: %s)", role, from, cu,
+                 c->cpu.why);
+    else if (cgroup_cpu_set_limit(&c->cpu, cu) < 0)
+        log_warn("compute %s: resized %.2f -> %.2f CU, but the quota in %s could not be set: %s",
+                 role, from, cu, c->cpu.dir, strerror(errno));
+    else
+        log_info("compute %s: resized %.2f -> %.2f CU (%s quota %.2f vCPU)", role, from, cu,
+                 cgroup_kind_name(c->cpu.kind), cu);
+    if (c->on_resized != NULL)
+        c->on_resized(c->on_resized_arg, c, from, cu);
+    return 0;
+}
+
+/* utime+stime (plus cutime+cstime when children) of pid in clock ticks, or -1. */
+static int64_t compute_proc_ticks(pid_t pid, bool children)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    long long ut, st, cut, cst;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+       stime cutime cstime */
+    if (rp == NULL ||
+        sscanf(rp + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lld %lld %lld %lld", &ut, &st,
+               &cut, &cst) != 4)
+        return -1;
+    return ut + st + (children ? cut + cst : 0);
+}
+
+int compute_cpu_usage_us(const struct compute *c, int64_t *us)
+{
+    if (c->is_static || c->pid <= 0)
+        return -1;
+    if (c->cpu.kind != CGROUP_NONE && cgroup_cpu_usage_us(&c->cpu, us) == 0)
+        return 0;
+    /* /proc: the live tree, plus what the postmaster's reaped children used */
+    pid_t *pids = NULL;
+    int n = compute_tree(c->pid, &pids);
+    int64_t ticks = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t t = compute_proc_ticks(pids[i], i == 0);
+        ticks += t > 0 ? t : 0;
+    }
+    free(pids);
+    if (n == 0)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    *us = ticks * (1000000 / (hz > 0 ? hz : 100));
+    return 0;
 }

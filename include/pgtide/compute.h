@@ -54,7 +54,10 @@ struct compute *compute_new(struct ev_loop *loop, const struct config *cfg, stru
 void compute_free(struct compute *c);
 
 /* Replaces the configuration snapshot after a reload (the caller keeps cfg alive). New timeouts
-   and compute_units apply from the next start or stop. */
+   and compute_units apply from the next start or stop (a running compute is resized live by
+   the autoscale driver). A start runs at compute_units (replica_units for a replica), kept
+   within min_cu..max_cu when min_cu < max_cu; where the cgroup cpu controller is writable the
+   postmaster joins a CPU quota group of that size before exec (see cgroup.h). */
 void compute_set_config(struct compute *c, const struct config *cfg);
 
 /* Demand. SUSPENDED/FAILED -> STARTING (asynchronous start, then RUNNING or FAILED from the
@@ -110,5 +113,37 @@ struct compute_info {
     int64_t last_start_ms;    /* how long the last successful start took */
     int64_t state_since_ms;   /* wall clock (ms since the epoch) the current state began */
     const char *pause_method; /* "cgroup-v1-freezer", "cgroup-v2-freeze", "sigstop", "" */
+    /* compute units (issue 5) */
+    const char *cpu_enforcement; /* "cgroup-v1", "cgroup-v2", "none" ("" for static) */
+    double cpu_limit;            /* CPU quota last written, in vCPU; 0 = none */
+    const char *cpu_why;         /* "none": why the quota is not enforced ("" = not tried yet) */
 };
 void compute_get_info(const struct compute *c, struct compute_info *out);
+
+/* ---- compute units and vertical scaling (issue 5) ---------------------------------------- */
+
+/* The configuration snapshot the compute uses now (last compute_set_config). */
+const struct config *compute_get_config(const struct compute *c)
+    __attribute__((warn_unused_result));
+
+/* Called by compute_resize after a size change (from != to), e.g. to record it in the usage
+   ledger. The hook must not free the compute. */
+typedef void (*compute_resized_fn)(void *arg, struct compute *c, double from_cu, double to_cu);
+
+/* Installs (or clears, with NULL) the resize hook. */
+void compute_set_resize_hook(struct compute *c, compute_resized_fn fn, void *arg);
+
+/* Live vertical scaling: sets the size of a STARTING, RUNNING or PAUSED local compute to cu
+   (0.25..64, a multiple of 0.25) and, where the CPU quota is enforced, writes the new quota to
+   its cgroup at once. No restart, no dropped connection: the processes keep running (memory
+   settings such as shared_buffers stay those of the start size). Logged; calls the resize hook
+   when the size changed. Returns 0 (also when cu is already the size), or -1 when cu is invalid
+   or the compute is static, suspended, suspending or failed (its next start takes its size from
+   the configuration). A quota that cannot be written is logged, not an error. */
+int compute_resize(struct compute *c, double cu) __attribute__((warn_unused_result));
+
+/* Total CPU time used by the compute in microseconds: from its cgroup (cpuacct.usage, cpu.stat)
+   when it has one, else the sum of utime+stime over its process tree in /proc plus what the
+   postmaster's exited children used. Monotonic while the compute runs (a restart may reset it).
+   Returns 0, or -1 when no process runs or nothing can be read. */
+int compute_cpu_usage_us(const struct compute *c, int64_t *us) __attribute__((warn_unused_result));
