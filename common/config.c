@@ -116,6 +116,50 @@ static const char *check_listen_addr(const char *v)
     return check_list_items(v);
 }
 
+/* database_pool_modes / user_pool_modes: "" or "name=mode[,name=mode...]". */
+static const char *check_pool_mode_map(const char *v)
+{
+    const char *p = v;
+    while (*p != '\0') {
+        const char *eq = strchr(p, '=');
+        const char *end = strchr(p, ',');
+        if (end == NULL)
+            end = p + strlen(p);
+        if (eq == NULL || eq > end || eq == p)
+            return "expected name=mode[,name=mode...]";
+        size_t ml = (size_t) (end - eq - 1);
+        if (!((ml == 7 && !strncasecmp(eq + 1, "session", 7)) ||
+              (ml == 11 && !strncasecmp(eq + 1, "transaction", 11)) ||
+              (ml == 9 && !strncasecmp(eq + 1, "statement", 9))))
+            return "mode must be session, transaction or statement";
+        p = *end ? end + 1 : end;
+    }
+    return NULL;
+}
+
+int config_pool_mode_for(const char *map, const char *name, int fallback)
+{
+    size_t nl = strlen(name);
+    const char *p = map;
+    while (p != NULL && *p != '\0') {
+        const char *eq = strchr(p, '=');
+        const char *end = strchr(p, ',');
+        if (end == NULL)
+            end = p + strlen(p);
+        if (eq != NULL && eq < end && (size_t) (eq - p) == nl && !strncmp(p, name, nl)) {
+            size_t ml = (size_t) (end - eq - 1);
+            if (ml == 11 && !strncasecmp(eq + 1, "transaction", 11))
+                return POOL_TRANSACTION;
+            if (ml == 9 && !strncasecmp(eq + 1, "statement", 9))
+                return POOL_STATEMENT;
+            if (ml == 7 && !strncasecmp(eq + 1, "session", 7))
+                return POOL_SESSION;
+        }
+        p = *end ? end + 1 : NULL;
+    }
+    return fallback;
+}
+
 /* metrics_listen: "" (off) or HOST:PORT ([v6]:PORT for IPv6), port 1..65535. */
 static const char *check_metrics_listen(const char *v)
 {
@@ -202,6 +246,12 @@ static const struct key_def keys[] = {
      NULL},
     {"metrics_listen", KT_STRING, F(metrics_listen), "127.0.0.1:9930", false, 0, 0, NULL,
      check_metrics_listen},
+    /* transaction pooling (issue 4) */
+    {"max_prepared_statements", KT_INT, F(max_prepared_statements), "200", true, 0, 100000, NULL,
+     NULL},
+    {"database_pool_modes", KT_STRING, F(database_pool_modes), "", true, 0, 0, NULL,
+     check_pool_mode_map},
+    {"user_pool_modes", KT_STRING, F(user_pool_modes), "", true, 0, 0, NULL, check_pool_mode_map},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

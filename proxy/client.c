@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <arpa/inet.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -32,8 +33,8 @@
 #include "pgtide/server.h"
 #include "pgtide/tls.h"
 
-static const char *const state_names[] = {"tls",     "startup", "lookup", "auth",   "held",
-                                          "waiting", "active",  "admin",  "idle",   "closing"};
+static const char *const state_names[] = {"tls",     "startup", "lookup", "auth", "held",
+                                          "waiting", "active",  "admin",  "idle", "closing"};
 
 const char *client_state_name(enum client_state s)
 {
@@ -71,8 +72,7 @@ bool client_state_legal(enum client_state from, enum client_state to)
     case CLIENT_STARTUP: /* trust and cert logins skip LOOKUP and AUTH */
     case CLIENT_AUTH:
         return (from == CLIENT_STARTUP && (to == CLIENT_TLS || to == CLIENT_LOOKUP)) ||
-               to == CLIENT_ADMIN || to == CLIENT_HELD || to == CLIENT_WAITING ||
-               to == CLIENT_IDLE;
+               to == CLIENT_ADMIN || to == CLIENT_HELD || to == CLIENT_WAITING || to == CLIENT_IDLE;
     case CLIENT_LOOKUP:
         return to == CLIENT_AUTH;
     case CLIENT_HELD:
@@ -253,6 +253,11 @@ void client_free(struct client *c)
         free(c->params[i].name);
         free(c->params[i].value);
     }
+    for (int i = 0; i < c->nopts; i++) {
+        free(c->opts[i].name);
+        free(c->opts[i].value);
+    }
+    txn_client_free(c);
     free(c->user);
     free(c->database);
     secret_clear(&c->secret);
@@ -306,6 +311,12 @@ void client_pump(struct client *c)
                    c->conn.in == NULL || buf_space(c->conn.in) > 0 || c->conn.in->rpos > 0);
         return;
     }
+    if (c->pool_mode != POOL_SESSION) {
+        if (p->paused && s->q.count == 0 && s->txn == 'I')
+            return;
+        txn_client_pump(c);
+        return;
+    }
     /* PAUSE on the console holds new requests of idle sessions */
     if (p->paused && s->in_flight == 0 && s->txn == 'I') {
         io_set(p->loop, &c->conn.rio, false);
@@ -341,6 +352,69 @@ void client_pump(struct client *c)
 
 static void send_welcome(struct client *c, struct server *s);
 
+static int add_param(struct client_param *arr, int *n, const char *name, const char *value)
+{
+    for (int i = 0; i < *n; i++) {
+        if (strcmp(arr[i].name, name) == 0) { /* a later value wins, as in PostgreSQL */
+            char *v = strdup(value);
+            if (v == NULL)
+                return -1;
+            free(arr[i].value);
+            arr[i].value = v;
+            return 0;
+        }
+    }
+    if (*n >= CLIENT_MAX_PARAMS)
+        return -2;
+    arr[*n].name = strdup(name);
+    arr[*n].value = strdup(value);
+    if (arr[*n].name == NULL || arr[*n].value == NULL)
+        return -1;
+    (*n)++;
+    return 0;
+}
+
+/* Splits the options startup parameter ("-c name=value", "--name=value", backslash-escaped
+   spaces) into settings. */
+static int parse_options(struct client *c, const char *opts)
+{
+    char item[1024];
+    const char *q = opts;
+    while (*q != '\0') {
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (*q == '\0')
+            break;
+        size_t k = 0;
+        while (*q != '\0' && *q != ' ' && *q != '\t') {
+            if (*q == '\\' && q[1] != '\0')
+                q++;
+            if (k + 1 >= sizeof(item))
+                return -2;
+            item[k++] = *q++;
+        }
+        item[k] = '\0';
+        if (strcmp(item, "-c") == 0)
+            continue;
+        char *kv = item;
+        if (strncmp(kv, "--", 2) == 0 || strncmp(kv, "-c", 2) == 0)
+            kv += 2;
+        char *eq = strchr(kv, '=');
+        if (eq == NULL || eq == kv)
+            return -2;
+        *eq = '\0';
+        for (char *d = kv; *d != '\0'; d++)
+            if (*d == '-')
+                *d = '_';
+        int rc = add_param(c->opts, &c->nopts, kv, eq + 1);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Keeps the startup parameters: reported ones (application_name, TimeZone, ...) in params,
+   settings servers do not report (options=-c ..., any other name) in opts. */
 static int copy_startup(struct client *c, const struct pkt_startup *st)
 {
     c->user = strdup(st->user);
@@ -348,16 +422,19 @@ static int copy_startup(struct client *c, const struct pkt_startup *st)
     if (c->user == NULL || c->database == NULL)
         return -1;
     for (int i = 0; i < st->nparams; i++) {
-        const char *n = st->params[i].name;
-        if (!strcmp(n, "user") || !strcmp(n, "database") || !strncmp(n, "_pq_.", 5))
+        const char *n = st->params[i].name, *v = st->params[i].value;
+        int rc = 0;
+        if (!strcmp(n, "user") || !strcmp(n, "database") || !strcmp(n, "replication") ||
+            !strncmp(n, "_pq_.", 5))
             continue;
-        if (c->nparams >= CLIENT_MAX_PARAMS)
-            return -2;
-        c->params[c->nparams].name = strdup(n);
-        c->params[c->nparams].value = strdup(st->params[i].value);
-        if (c->params[c->nparams].name == NULL || c->params[c->nparams].value == NULL)
-            return -1;
-        c->nparams++;
+        if (!strcmp(n, "options"))
+            rc = parse_options(c, v);
+        else if (txn_param_is_reported(n))
+            rc = add_param(c->params, &c->nparams, n, v);
+        else
+            rc = add_param(c->opts, &c->nopts, n, v);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
@@ -376,6 +453,7 @@ static int pick_method(struct client *c)
 }
 
 static void auth_ok(struct client *c);
+static bool welcome_from_pool(struct client *c);
 static void on_secret(void *arg, const char *secret);
 
 static void begin_auth(struct client *c)
@@ -629,8 +707,13 @@ static void auth_ok(struct client *c)
         c->pool->client_keys = c->secret.scram;
         c->pool->has_client_key = true;
     }
+    c->pool_mode = c->pool->pool_mode;
     CLOG(LOG_LVL_INFO, c, "login (%s%s)", hba_method_name(c->auth_method),
          c->is_tls ? ", TLS" : "");
+    if (welcome_from_pool(c)) {
+        (void) flush_out(c);
+        return;
+    }
     (void) flush_out(c);
     if (c->state != CLIENT_CLOSING)
         request_server(c);
@@ -670,7 +753,9 @@ static void handle_startup_message(struct client *c, const struct pkt_startup *s
     int rc = copy_startup(c, st);
     if (rc != 0) {
         client_fatal(c, rc == -2 ? "08P01" : "53200",
-                     rc == -2 ? "too many startup parameters" : "out of memory");
+                     rc == -2 ? "invalid startup parameters (too many, or a malformed options "
+                                "setting: expected -c name=value)"
+                              : "out of memory");
         return;
     }
     if (!c->is_tls && !c->is_unix && p->cfg->client_tls_sslmode >= SSLMODE_REQUIRE) {
@@ -1020,11 +1105,49 @@ void client_compute_ready(struct client *c)
 static void send_welcome(struct client *c, struct server *s)
 {
     struct pkt_builder *b = outb(c);
-    for (int i = 0; i < s->nparams; i++)
+    for (int i = 0; i < s->nparams; i++) {
         pkt_write_param_status(b, s->params[i].name, s->params[i].value);
+        txn_client_saw_param(c, s->params[i].name, s->params[i].value);
+    }
     pkt_write_backend_key(b, c->cancel_pid, c->cancel_key);
     pkt_write_ready(b, 'I');
     c->welcomed = true;
+}
+
+/* Transaction pooling: a client whose startup asks for nothing but application_name (beyond
+   what its pool's servers report already) is welcomed from the pool's parameters, with no
+   server at all. */
+static bool welcome_from_pool(struct client *c)
+{
+    struct pool *pool = c->pool;
+    if (pool->pool_mode == POOL_SESSION || pool->nparams == 0)
+        return false;
+    for (int i = 0; i < c->nparams; i++) {
+        const char *n = c->params[i].name, *v = c->params[i].value;
+        if (!strcmp(n, "application_name"))
+            continue;
+        bool same = false;
+        for (int k = 0; k < pool->nparams && !same; k++)
+            same = !strcmp(pool->params[k].name, n) && !strcmp(pool->params[k].value, v);
+        if (!same && !(strcmp(n, "client_encoding") == 0 && strcasecmp(v, "auto") == 0))
+            return false;
+    }
+    struct pkt_builder *b = outb(c);
+    const char *app = "";
+    for (int i = 0; i < c->nparams; i++)
+        if (!strcmp(c->params[i].name, "application_name"))
+            app = c->params[i].value;
+    for (int k = 0; k < pool->nparams; k++) {
+        const char *n = pool->params[k].name;
+        const char *v = strcmp(n, "application_name") == 0 ? app : pool->params[k].value;
+        pkt_write_param_status(b, n, v);
+        txn_client_saw_param(c, n, v);
+    }
+    pkt_write_backend_key(b, c->cancel_pid, c->cancel_key);
+    pkt_write_ready(b, 'I');
+    c->welcomed = true;
+    client_set_state(c, CLIENT_IDLE);
+    return true;
 }
 
 void client_attach_server(struct client *c, struct server *s)

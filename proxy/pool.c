@@ -36,6 +36,9 @@ struct pool *pool_get(struct proxy *p, const char *database, const char *user)
         return NULL;
     }
     pool->proxy = p;
+    pool->pool_mode = config_pool_mode_for(
+        p->cfg->user_pool_modes, user,
+        config_pool_mode_for(p->cfg->database_pool_modes, database, p->cfg->pool_mode));
     list_init(&pool->opening);
     list_init(&pool->idle);
     list_init(&pool->used);
@@ -56,6 +59,25 @@ static void grow(struct pool *pool)
             return;
         }
         opening++;
+    }
+}
+
+void pool_learn_params(struct pool *pool, const struct server *s)
+{
+    if (pool->nparams > 0)
+        return;
+    for (int i = 0;
+         i < s->nparams && pool->nparams < (int) (sizeof(pool->params) / sizeof(pool->params[0]));
+         i++) {
+        char *n = strdup(s->params[i].name), *v = strdup(s->params[i].value);
+        if (n == NULL || v == NULL) {
+            free(n);
+            free(v);
+            return;
+        }
+        pool->params[pool->nparams].name = n;
+        pool->params[pool->nparams].value = v;
+        pool->nparams++;
     }
 }
 

@@ -33,6 +33,7 @@
 #include "pgtide/sock.h"
 #include "pgtide/store.h"
 #include "pgtide/tls.h"
+#include "pgtide/txn.h"
 #include "pgtide/userlist.h"
 
 #define IDLE_TICK_S 0.1
@@ -527,12 +528,17 @@ void proxy_free(struct proxy *p)
     {
         struct pool *pool = container_of(it, struct pool, node);
         list_del(it);
+        for (int i = 0; i < pool->nparams; i++) {
+            free(pool->params[i].name);
+            free(pool->params[i].value);
+        }
         free(pool->database);
         free(pool->user);
         free(pool);
     }
     if (p->authdb != NULL)
         authdb_free(p->authdb);
+    txn_registry_free(p->registry);
     if (p->hba != NULL)
         hba_free(p->hba);
     if (p->auth_file != NULL)

@@ -120,8 +120,6 @@ static enum relay_status scan(struct conn *c, uint32_t max_len, const struct rel
         enum relay_verdict v = ops->message(arg, h.type, b->data + c->scan + 5, h.len - 4);
         if (v == RELAY_STOP)
             return RELAY_STOPPED; /* the message stays at scan, unconsumed */
-        if (ops->header != NULL)
-            ops->header(arg, h.type, h.len);
         if (v == RELAY_DROP)
             cut_message(c, total);
         else

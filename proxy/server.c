@@ -29,6 +29,7 @@
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
 #include "pgtide/secret.h"
+#include "pgtide/txn.h"
 #include "pgtide/userlist.h"
 
 static const char *const state_names[] = {"connecting", "tls_request", "tls",   "login", "idle",
@@ -119,7 +120,7 @@ void server_set_state(struct server *s, enum server_state to)
 
 /* ---- output ------------------------------------------------------------------------------ */
 
-static struct pkt_builder *outb(struct server *s)
+struct pkt_builder *server_out(struct server *s)
 {
     if (s->out_builder.buf == NULL)
         pkt_builder_init_dyn(&s->out_builder, 512);
@@ -144,11 +145,28 @@ static bool flush_out(struct server *s)
         return false;
     }
     if (b->buf != NULL) {
-        pkt_builder_free(b);
-        memset(b, 0, sizeof(*b));
+        /* keep a modest buffer for the next batch: no allocation per request */
+        if (b->cap > 64 * 1024) {
+            pkt_builder_free(b);
+            memset(b, 0, sizeof(*b));
+        } else {
+            pkt_builder_reset(b);
+        }
         s->out_off = 0;
     }
     return true;
+}
+
+void server_flush(struct server *s)
+{
+    struct client *c = s->client;
+    if (flush_out(s)) {
+        io_set(proxy_of(s)->loop, &s->conn.wio, false);
+        if (c != NULL && c->state == CLIENT_ACTIVE && !c->close_pending)
+            io_set(proxy_of(s)->loop, &c->conn.rio, true);
+    } else if (s->state != SERVER_CLOSING && c != NULL) {
+        io_set(proxy_of(s)->loop, &c->conn.rio, false); /* back-pressure */
+    }
 }
 
 /* ---- parameters -------------------------------------------------------------------------- */
@@ -161,7 +179,7 @@ const char *server_param(const struct server *s, const char *name)
     return NULL;
 }
 
-static void set_param(struct server *s, const char *name, const char *value)
+void server_set_param(struct server *s, const char *name, const char *value)
 {
     for (int i = 0; i < s->nparams; i++) {
         if (strcmp(s->params[i].name, name) == 0) {
@@ -230,6 +248,7 @@ void server_free(struct server *s)
         free(s->params[i].value);
     }
     scram_client_clear(&s->scram);
+    txn_server_free(s);
     free(s);
 }
 
@@ -242,7 +261,7 @@ static void send_startup(struct server *s)
         {"database", s->pool->database},
         {"application_name", "pgtide"},
     };
-    pkt_write_startup(outb(s), params, 3);
+    pkt_write_startup(server_out(s), params, 3);
     server_set_state(s, SERVER_LOGIN);
     (void) flush_out(s);
 }
@@ -281,7 +300,7 @@ static void login_sasl(struct server *s, uint32_t code, const uint8_t *data, siz
                        s->pool->user);
             return;
         }
-        pkt_write_sasl_initial(outb(s), SCRAM_MECH, out, olen);
+        pkt_write_sasl_initial(server_out(s), SCRAM_MECH, out, olen);
     } else if (code == PKT_AUTH_SASL_CONTINUE) {
         if (scram_client_final(&s->scram, data, dlen, out, sizeof(out), &olen) != 0) {
             login_fail(s, "28P01",
@@ -290,7 +309,7 @@ static void login_sasl(struct server *s, uint32_t code, const uint8_t *data, siz
                        s->pool->user);
             return;
         }
-        pkt_write_sasl_response(outb(s), out, olen);
+        pkt_write_sasl_response(server_out(s), out, olen);
     } else {
         if (scram_client_verify(&s->scram, data, dlen) != 0)
             login_fail(s, "08006", "pgtide: the server's SCRAM signature for \"%s\" is wrong",
@@ -324,13 +343,13 @@ static void login_auth(struct server *s, const uint8_t *body, uint32_t blen)
     if (code == PKT_AUTH_MD5 && dlen == 4) {
         char resp[40];
         if (secret_md5_response(&sec, s->pool->user, data, resp) == 0) {
-            pkt_write_password(outb(s), resp);
+            pkt_write_password(server_out(s), resp);
             (void) flush_out(s);
         } else {
             login_fail(s, "28P01", "pgtide: cannot answer md5 for \"%s\"", s->pool->user);
         }
     } else if (code == PKT_AUTH_CLEARTEXT && sec.kind == SECRET_PLAIN) {
-        pkt_write_password(outb(s), sec.plain);
+        pkt_write_password(server_out(s), sec.plain);
         (void) flush_out(s);
     } else {
         login_fail(s, "28000", "pgtide: unsupported authentication method asked by server for %s",
@@ -363,7 +382,7 @@ static void internal_message(struct server *s, uint8_t t, const uint8_t *body, u
         return;
     case 'S':
         if (pkt_parse_param_status(body, blen, &name, &value) == PKT_OK)
-            set_param(s, name, value);
+            server_set_param(s, name, value);
         return;
     case 'K':
         if (pkt_parse_backend_key(body, blen, &s->pid, &s->key) != PKT_OK)
@@ -388,6 +407,7 @@ static void internal_message(struct server *s, uint8_t t, const uint8_t *body, u
             ev_timer_stop(proxy_of(s)->loop, &s->timer);
             SLOG(LOG_LVL_DEBUG, s, "logged in (backend pid %u)", s->pid);
             s->error_code[0] = s->error_msg[0] = '\0';
+            pool_learn_params(s->pool, s);
             server_set_state(s, SERVER_IDLE);
             pool_server_idle(s->pool, s);
         } else if (s->state == SERVER_PARK) {
@@ -419,12 +439,15 @@ static void internal_message(struct server *s, uint8_t t, const uint8_t *body, u
                 client_fatal(c, code, "%s", msg);
                 return;
             }
+            if (c != NULL)
+                txn_settings_applied(s, c);
             server_set_state(s, SERVER_ACTIVE);
             if (c != NULL)
                 client_attach_server(c, s);
             else
                 server_release(s);
         } else if (s->state == SERVER_RESET) {
+            txn_server_forget(s); /* the reset query dropped statements and settings */
             s->error_code[0] = s->error_msg[0] = '\0';
             s->last_used_ms = proxy_now_ms();
             server_set_state(s, SERVER_IDLE);
@@ -523,7 +546,7 @@ static enum relay_verdict server_message(void *arg, uint8_t t, const uint8_t *bo
     } else if (t == 'S') {
         const char *name, *value;
         if (pkt_parse_param_status(body, blen, &name, &value) == PKT_OK)
-            set_param(s, name, value);
+            server_set_param(s, name, value);
     }
     return RELAY_FORWARD;
 }
@@ -536,20 +559,32 @@ void server_pump(struct server *s)
     struct client *c = s->client;
     if (s->state != SERVER_ACTIVE || c == NULL)
         return;
-    if (c->out_off < c->out_builder.len) {
-        /* pgtide's own bytes to the client go first */
-        io_set(p->loop, &s->conn.rio, false);
-        client_want_write(c);
-        return;
+    bool txn = c->pool_mode != POOL_SESSION;
+    enum relay_status st;
+    for (;;) {
+        if (c->out_off < c->out_builder.len) {
+            /* pgtide's own bytes to the client go first */
+            io_set(p->loop, &s->conn.rio, false);
+            client_want_write(c);
+            return;
+        }
+        st = relay_pump(&s->conn, &c->conn.sock, UINT32_MAX - 1,
+                        txn ? &txn_server_ops : &server_ops, s);
+        if (s->state == SERVER_CLOSING || s->client != c)
+            return;
+        if (st != RELAY_STOPPED || !txn)
+            break;
+        /* answers pgtide gives itself are due before this message */
+        if (txn_after_server_pump(s) || s->client != c || c->close_pending)
+            return;
     }
-    enum relay_status st = relay_pump(&s->conn, &c->conn.sock, UINT32_MAX - 1, &server_ops, s);
-    if (s->state == SERVER_CLOSING)
-        return;
     switch (st) {
     case RELAY_OK:
     case RELAY_STOPPED:
         io_set(p->loop, &s->conn.rio, true);
         relay_release_idle(&s->conn);
+        if (txn)
+            (void) txn_after_server_pump(s);
         break;
     case RELAY_BLOCKED:
         io_set(p->loop, &s->conn.rio, false);
@@ -581,7 +616,7 @@ static void connected(struct server *s)
     io_set(p->loop, &s->conn.wio, false);
     io_set(p->loop, &s->conn.rio, true);
     if (!s->is_unix && p->tls_client != NULL) {
-        pkt_write_ssl_request(outb(s));
+        pkt_write_ssl_request(server_out(s));
         server_set_state(s, SERVER_TLS_REQ);
         (void) flush_out(s);
         return;
@@ -807,69 +842,13 @@ void server_append_set(struct pkt_builder *b, const char *name, const char *valu
     pkt_put_bytes(b, "'; ", 3);
 }
 
-/* Adds SETs for "-c name=value" / "--name=value" items of the options startup parameter. */
-static int append_options(struct pkt_builder *b, const char *opts)
-{
-    int n = 0;
-    char item[512];
-    const char *q = opts;
-    while (*q) {
-        while (*q == ' ' || *q == '\t')
-            q++;
-        if (*q == '\0')
-            break;
-        size_t k = 0;
-        while (*q && *q != ' ' && *q != '\t' && k + 1 < sizeof(item)) {
-            if (*q == '\\' && q[1] != '\0')
-                q++;
-            item[k++] = *q++;
-        }
-        item[k] = '\0';
-        const char *kv = NULL;
-        if (strcmp(item, "-c") == 0)
-            continue;
-        if (strncmp(item, "--", 2) == 0)
-            kv = item + 2;
-        else if (strncmp(item, "-c", 2) == 0)
-            kv = item + 2;
-        else
-            kv = item;
-        char *eq = strchr(kv, '=');
-        if (eq == NULL)
-            continue;
-        *eq = '\0';
-        for (char *d = (char *) kv; *d; d++)
-            if (*d == '-')
-                *d = '_';
-        server_append_set(b, kv, eq + 1);
-        n++;
-    }
-    return n;
-}
-
 void server_assign(struct server *s, struct client *c)
 {
     s->client = c;
     s->in_flight = 0;
     struct pkt_builder q;
     pkt_builder_init_dyn(&q, 256);
-    int n = 0;
-    for (int i = 0; i < c->nparams; i++) {
-        const char *name = c->params[i].name, *value = c->params[i].value;
-        if (strcmp(name, "options") == 0) {
-            n += append_options(&q, value);
-            continue;
-        }
-        if (strcmp(name, "replication") == 0)
-            continue;
-        const char *cur = server_param(s, name);
-        if (cur != NULL && strcmp(cur, value) == 0)
-            continue;
-        if (strcmp(name, "client_encoding") == 0 && strcasecmp(value, "auto") == 0)
-            continue;
-        server_append_set(&q, name, value);
-        n++;
-    }
+    int n = txn_param_sync(c, s, &q);
     if (n == 0 && c->parked == NULL) {
         pkt_builder_free(&q);
         server_set_state(s, SERVER_ACTIVE);
@@ -880,11 +859,11 @@ void server_assign(struct server *s, struct client *c)
     server_set_state(s, SERVER_SETUP);
     s->in_flight = 0;
     if (n > 0 && !q.failed) {
-        pkt_write_query(outb(s), (const char *) q.buf);
+        pkt_write_query(server_out(s), (const char *) q.buf);
         s->in_flight++;
     }
     pkt_builder_free(&q);
-    s->in_flight += park_replay(c, outb(s));
+    s->in_flight += park_replay(c, server_out(s));
     if (s->in_flight == 0) {
         server_set_state(s, SERVER_ACTIVE);
         client_attach_server(c, s);
@@ -907,13 +886,20 @@ void server_release(struct server *s)
         server_close(s, "released in an unexpected state");
         return;
     }
-    if (s->in_flight > 0 || s->txn != 'I' || relay_has_pending(&s->conn) ||
+    if (s->in_flight > 0 || s->q.count > 0 || s->txn != 'I' || relay_has_pending(&s->conn) ||
         s->out_off < s->out_builder.len) {
         /* the client left mid-request or inside a transaction: never hand this on */
-        if (s->in_flight > 0)
+        if (s->in_flight > 0 || s->q.count > 0)
             server_send_cancel(s);
         server_close(s, s->txn != 'I' ? "client left inside a transaction"
                                       : "client left with a request in flight");
+        return;
+    }
+    if (s->pool->pool_mode != POOL_SESSION) {
+        /* transaction pooling: the next client gets it as is (settings are synced per client) */
+        s->last_used_ms = proxy_now_ms();
+        server_set_state(s, SERVER_IDLE);
+        pool_server_idle(s->pool, s);
         return;
     }
     const char *reset = p->cfg->server_reset_query;
@@ -923,7 +909,7 @@ void server_release(struct server *s)
         pool_server_idle(s->pool, s);
         return;
     }
-    pkt_write_query(outb(s), reset);
+    pkt_write_query(server_out(s), reset);
     s->in_flight = 1;
     io_set(p->loop, &s->conn.rio, true);
     (void) flush_out(s);
@@ -936,10 +922,23 @@ void server_snapshot(struct server *s)
     s->client->park_blocker[0] = '\0';
     park_clear(s->client);
     server_set_state(s, SERVER_PARK);
-    pkt_write_query(outb(s), park_snapshot_sql);
+    pkt_write_query(server_out(s), park_snapshot_sql);
     s->in_flight = 1;
     io_set(proxy_of(s)->loop, &s->conn.rio, true);
     (void) flush_out(s);
+}
+
+void server_detach(struct server *s)
+{
+    struct client *c = s->client;
+    s->client = NULL;
+    c->server = NULL;
+    client_set_state(c, CLIENT_IDLE);
+    relay_release_idle(&c->conn);
+    relay_release_idle(&s->conn);
+    s->last_used_ms = proxy_now_ms();
+    server_set_state(s, SERVER_IDLE);
+    pool_server_idle(s->pool, s);
 }
 
 /* ---- cancel ------------------------------------------------------------------------------ */

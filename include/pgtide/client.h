@@ -25,6 +25,7 @@
 #include "pgtide/relay.h"
 #include "pgtide/scram.h"
 #include "pgtide/secret.h"
+#include "pgtide/txn.h"
 
 struct proxy;
 struct pool;
@@ -50,10 +51,6 @@ enum client_auth_step { AUTH_NONE, AUTH_SASL_INITIAL, AUTH_SASL_FINAL, AUTH_MD5,
 
 #define CLIENT_MAX_PARAMS 32
 
-struct client_param {
-    char *name, *value;
-};
-
 struct client {
     struct list_node node;      /* proxy->clients */
     struct list_node wait_node; /* proxy->held or pool->waiting */
@@ -72,8 +69,16 @@ struct client {
     char addr_text[64];
 
     char *user, *database;
-    struct client_param params[CLIENT_MAX_PARAMS]; /* startup parameters to apply on servers */
+    struct client_param params[CLIENT_MAX_PARAMS]; /* startup parameters (options split out) */
     int nparams;
+    struct client_param opts[CLIENT_MAX_PARAMS]; /* startup settings not reported by servers:
+                                                    options=-c x=y and non-reported names */
+    int nopts;
+    struct client_param ps[CLIENT_MAX_PARAMS]; /* reported parameters as the client saw them */
+    int nps;
+    int pool_mode;          /* enum config_pool_mode of its pool */
+    struct txn_names names; /* transaction pooling: its prepared statement names */
+    uint32_t copy_left;     /* transaction pooling: bytes of a large message still to copy */
 
     enum client_auth_step auth_step;
     int auth_method; /* enum hba_method */

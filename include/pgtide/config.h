@@ -103,6 +103,10 @@ struct config {
     double paused_rate;           /* 0.1: a paused CU-second costs this much of a running one */
     int64_t usage_minimum_charge; /* ms, 0: shortest billed compute interval (whole seconds) */
     char *metrics_listen;         /* "127.0.0.1:9930"; "" = no metrics endpoint; restart only */
+    /* transaction pooling (issue 4) */
+    int max_prepared_statements; /* 200: per server connection (LRU); 0 = unbounded */
+    char *database_pool_modes;   /* "" or "db=mode,db2=mode": pool_mode per database */
+    char *user_pool_modes;       /* "" or "user=mode,...": per user (wins over database) */
 };
 
 /* Returns a new snapshot holding every default, refcount 1, or NULL when out of memory. */
@@ -194,6 +198,10 @@ const char *config_auth_type_name(int type);
 /* True when user is one of the comma-separated names in admin_users (exact, case-sensitive,
    blanks around names ignored). */
 bool config_is_admin(const struct config *c, const char *user);
+
+/* The pool mode that a "name=mode,..." map (database_pool_modes, user_pool_modes) gives name,
+   or fallback when it names it not. */
+int config_pool_mode_for(const char *map, const char *name, int fallback);
 
 /* For a reload: every key that cannot change without a restart (listen_addr, listen_port,
    unix_socket_dir, compute_provider, pg_bindir, compute_user) and differs between old and

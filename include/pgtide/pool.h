@@ -25,6 +25,12 @@ struct pool {
     struct list_node used;    /* SETUP, ACTIVE, RESET */
     struct list_node waiting; /* clients (wait_node) */
     int nservers;
+    int pool_mode; /* enum config_pool_mode for this database/user */
+    /* reported parameters of its first server: welcome clients without a server (pooling) */
+    struct {
+        char *name, *value;
+    } params[48];
+    int nparams;
     /* Credentials for logging in to a static server as this user, learnt from a client's
        SCRAM exchange (ClientKey) and the verifier that checked it. */
     bool has_client_key;
@@ -37,6 +43,9 @@ struct pool {
 
 /* Finds or creates the pool for (database, user). NULL when out of memory. */
 struct pool *pool_get(struct proxy *p, const char *database, const char *user);
+
+/* Keeps the reported parameters of the pool's first server (to welcome clients without one). */
+void pool_learn_params(struct pool *pool, const struct server *s);
 
 /* A client wants a server: attached at once, or queued. */
 void pool_request(struct pool *pool, struct client *c);

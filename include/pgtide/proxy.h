@@ -23,6 +23,7 @@ struct client;
 struct hba;
 struct userlist;
 struct authdb;
+struct txn_registry;
 
 #define PROXY_MAX_LISTENERS  16
 #define PROXY_CANCEL_BUCKETS 4096
@@ -66,7 +67,8 @@ struct proxy {
     struct client *cancel_table[PROXY_CANCEL_BUCKETS];
     struct list_node dead_clients, dead_servers; /* closed this iteration, freed by reaper */
     ev_check reaper;
-    uint8_t mock_key[32]; /* keeps SCRAM fake salts of unknown users stable */
+    uint8_t mock_key[32];          /* keeps SCRAM fake salts of unknown users stable */
+    struct txn_registry *registry; /* prepared statement texts (transaction pooling) */
 
     struct proxy_stats stats;
     int64_t last_activity_ms; /* wall-clock ms of the last client message or result */

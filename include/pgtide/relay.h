@@ -35,8 +35,8 @@ enum relay_verdict {
 struct relay_ops {
     /* Whether message type t must be seen whole before it is forwarded. */
     bool (*wants)(void *arg, uint8_t t);
-    /* Optional: called once for every message passed (forwarded or dropped), with its type
-       and length field, in stream order -- cheap bookkeeping such as counting requests. */
+    /* Optional: called once for every message that is streamed rather than seen whole (not
+       wanted, or larger than the buffer), with its type and length field, in stream order. */
     void (*header)(void *arg, uint8_t t, uint32_t len);
     /* Called once per wanted message, in stream order. body points into the buffer. */
     enum relay_verdict (*message)(void *arg, uint8_t t, const uint8_t *body, uint32_t blen);

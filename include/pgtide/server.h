@@ -22,6 +22,7 @@
 #include "pgtide/pkt.h"
 #include "pgtide/relay.h"
 #include "pgtide/scram.h"
+#include "pgtide/txn.h"
 
 struct pool;
 struct client;
@@ -63,6 +64,13 @@ struct server {
     int in_flight;     /* requests (Query, Sync, FunctionCall) whose ReadyForQuery is due */
     bool is_unix;
     struct scram_client scram;
+    /* transaction pooling (txn.h) */
+    struct txn_queue q;              /* expected answers, in order */
+    struct txn_prepared prepared;    /* statements this connection has prepared */
+    struct client_param applied[32]; /* startup settings of a client, as SET here */
+    int napplied;
+    struct pkt_builder fakes; /* answers pgtide gives itself, due at the next turn */
+    bool stmt_violation;      /* statement pooling saw a transaction begin */
     int64_t connect_ms, state_since_ms, last_used_ms;
     char error_code[6];
     char error_msg[256];
@@ -103,6 +111,19 @@ void server_snapshot(struct server *s);
 
 /* Appends "SET "name" TO 'value'; " to b, quoting both. */
 void server_append_set(struct pkt_builder *b, const char *name, const char *value);
+
+/* The output builder for pgtide's own messages (created on first use). */
+struct pkt_builder *server_out(struct server *s);
+
+/* Writes what server_out holds; stops the client's reads while the server's socket is full. */
+void server_flush(struct server *s);
+
+/* Records a reported parameter value. */
+void server_set_param(struct server *s, const char *name, const char *value);
+
+/* Transaction pooling: the client's transaction is over: the client goes IDLE and the server
+   back to the pool, as is. */
+void server_detach(struct server *s);
 
 /* Value of a reported parameter, or NULL. */
 const char *server_param(const struct server *s, const char *name);

@@ -647,6 +647,9 @@ START_TEST(test_foreach)
         "paused_rate",
         "usage_minimum_charge",
         "metrics_listen",
+        "max_prepared_statements",
+        "database_pool_modes",
+        "user_pool_modes",
     };
     size_t n = sizeof(expected) / sizeof(expected[0]);
     struct config *c = config_new_defaults();

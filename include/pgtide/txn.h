@@ -1,0 +1,102 @@
+/*
+ * txn: transaction (and statement) pooling. A client holds a server connection only while a
+ * transaction runs; between transactions it is IDLE and its next message gets whichever server
+ * connection is free. What must survive the switch is carried by pgtide:
+ *
+ *  - protocol-level prepared statements: a client's statement names map to server-side names
+ *    ("pgt_<id>", one id per distinct query text and parameter types, shared by all clients);
+ *    each server connection remembers which it has prepared (an LRU of max_prepared_statements)
+ *    and a statement is prepared on demand, with a hidden Parse, on whichever server a client
+ *    gets. Parse of a statement the server already has, and Close of a client's name, are
+ *    answered by pgtide itself at the right point of the response stream;
+ *  - the reported parameters (TimeZone, DateStyle, application_name, ...) a client has seen and
+ *    the settings it gave at startup (options=-c ...): set on a server before it is handed over
+ *    when its values differ.
+ *
+ * Every request sent to a server leaves an expectation in the server's queue (what answer ends
+ * it, whether the answer is the client's, pgtide's to hide, or pgtide's to fake), so that answers
+ * are matched to requests exactly, pipelines included, and an error skips to the next Sync as
+ * PostgreSQL does.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pgtide/relay.h"
+
+/* A (name, value) setting, both malloc'd. */
+struct client_param {
+    char *name, *value;
+};
+
+struct proxy;
+struct client;
+struct server;
+struct pkt_builder;
+
+/* One expected answer. kind: the request ('P' Parse, 'B' Bind, 'D' Describe, 'E' Execute,
+   'C' Close, 'S' Sync, 'Q' Query or FunctionCall). */
+struct txn_expect {
+    uint8_t kind;
+    uint8_t flags; /* TXN_FAKE, TXN_HIDDEN */
+    uint32_t stmt; /* statement id for Parse, 0 otherwise */
+};
+#define TXN_FAKE   1 /* answered by pgtide: ParseComplete/CloseComplete sent in its turn */
+#define TXN_HIDDEN 2 /* sent by pgtide: its answer is not forwarded */
+
+struct txn_queue {
+    struct txn_expect *e;
+    uint32_t head, count, cap;
+    bool error_mode; /* an error came: requests up to the next Sync get no answer */
+};
+
+/* The server side's set of prepared statement ids, most recently used last. */
+struct txn_prepared {
+    uint32_t *ids;
+    uint32_t n, cap;
+};
+
+struct txn_cstmt;
+/* A client's statement names -> statement ids. */
+struct txn_names {
+    struct txn_cstmt **buckets;
+    uint32_t nbuckets, count;
+};
+
+struct txn_registry;
+
+/* Frees the proxy-wide statement registry. */
+void txn_registry_free(struct txn_registry *r);
+
+/* Client side: moves the client's messages to its server, rewriting statement names,
+   preparing on demand and answering what pgtide answers itself. Called when the client is
+   readable or the server writable, in transaction and statement pooling. */
+void txn_client_pump(struct client *c);
+
+/* Server side: the relay callbacks for a server in transaction or statement pooling. */
+extern const struct relay_ops txn_server_ops;
+
+/* After a pump of the server's answers: sends due fake answers, and hands the server back to
+   the pool when the client's transaction is over. Returns true when the server was released. */
+bool txn_after_server_pump(struct server *s);
+
+/* Appends the SET/RESET statements that make server s match client c (reported parameters the
+   client has seen, settings it gave at startup) to q. Returns how many were added. */
+int txn_param_sync(const struct client *c, const struct server *s, struct pkt_builder *q);
+
+/* The server now carries c's startup settings (after a successful sync). */
+void txn_settings_applied(struct server *s, const struct client *c);
+
+/* Clears a server's record of prepared statements and applied settings (DISCARD ALL, reset). */
+void txn_server_forget(struct server *s);
+
+/* Frees per-connection state. */
+void txn_client_free(struct client *c);
+void txn_server_free(struct server *s);
+
+/* Notes a reported parameter the client has now seen. */
+void txn_client_saw_param(struct client *c, const char *name, const char *value);
+
+/* True for parameters a server reports (ParameterStatus) that pgtide keeps in step. */
+bool txn_param_is_reported(const char *name);

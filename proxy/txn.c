@@ -1,0 +1,952 @@
+/*
+ * txn: transaction pooling's message rewriting. The client side copies each client message into
+ * the server's output, rewriting statement names and adding hidden Parse/Close messages where a
+ * server lacks a statement; messages larger than the relay buffer are streamed (their head
+ * rewritten if needed, the rest copied as it arrives). The server side matches every answer to
+ * the expectation its request left, drops answers to hidden requests, inserts answers pgtide
+ * gives itself, and releases the server when the transaction is over.
+ */
+#include "pgtide/txn.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "pgtide/client.h"
+#include "pgtide/config.h"
+#include "pgtide/log.h"
+#include "pgtide/pkt.h"
+#include "pgtide/pool.h"
+#include "pgtide/proxy.h"
+#include "pgtide/server.h"
+
+/* Stop copying client messages while this much waits for the server's socket. */
+#define TXN_OUT_HIGH (256 * 1024)
+
+/* ---- statement registry: one id per distinct (query, parameter types) --------------------- */
+
+struct txn_stmt {
+    struct txn_stmt *next;
+    uint64_t hash;
+    uint32_t id;
+    uint16_t nparams;
+    uint32_t *oids;
+    char *query;
+};
+
+struct txn_registry {
+    struct txn_stmt **buckets;
+    uint32_t nbuckets, count;
+    struct txn_stmt **by_id; /* index id - 1 */
+    uint32_t id_cap;
+};
+
+static uint64_t fnv(const void *p, size_t n, uint64_t h)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static struct txn_registry *registry(struct proxy *p)
+{
+    if (p->registry == NULL) {
+        struct txn_registry *r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return NULL;
+        r->nbuckets = 1024;
+        r->buckets = calloc(r->nbuckets, sizeof(*r->buckets));
+        if (r->buckets == NULL) {
+            free(r);
+            return NULL;
+        }
+        p->registry = r;
+    }
+    return p->registry;
+}
+
+/* Finds or adds the statement; NULL when out of memory. */
+static struct txn_stmt *registry_get(struct proxy *p, const char *query, uint16_t nparams,
+                                     const uint8_t *oid_bytes)
+{
+    struct txn_registry *r = registry(p);
+    if (r == NULL)
+        return NULL;
+    size_t qlen = strlen(query);
+    uint64_t h = fnv(query, qlen, 14695981039346656037ull);
+    h = fnv(oid_bytes, (size_t) nparams * 4, h);
+    struct txn_stmt **slot = &r->buckets[h & (r->nbuckets - 1)];
+    for (struct txn_stmt *st = *slot; st != NULL; st = st->next) {
+        if (st->hash != h || st->nparams != nparams || strcmp(st->query, query) != 0)
+            continue;
+        bool same = true;
+        for (uint16_t i = 0; i < nparams && same; i++) {
+            const uint8_t *o = oid_bytes + 4 * i;
+            same = st->oids[i] == (((uint32_t) o[0] << 24) | ((uint32_t) o[1] << 16) |
+                                   ((uint32_t) o[2] << 8) | o[3]);
+        }
+        if (same)
+            return st;
+    }
+    if (r->count + 1 > r->id_cap) {
+        uint32_t cap = r->id_cap ? r->id_cap * 2 : 256;
+        struct txn_stmt **ids = realloc(r->by_id, cap * sizeof(*ids));
+        if (ids == NULL)
+            return NULL;
+        r->by_id = ids;
+        r->id_cap = cap;
+    }
+    struct txn_stmt *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    st->query = strdup(query);
+    st->oids = calloc(nparams ? nparams : 1, sizeof(uint32_t));
+    if (st->query == NULL || st->oids == NULL) {
+        free(st->query);
+        free(st->oids);
+        free(st);
+        return NULL;
+    }
+    for (uint16_t i = 0; i < nparams; i++) {
+        const uint8_t *o = oid_bytes + 4 * i;
+        st->oids[i] =
+            ((uint32_t) o[0] << 24) | ((uint32_t) o[1] << 16) | ((uint32_t) o[2] << 8) | o[3];
+    }
+    st->nparams = nparams;
+    st->hash = h;
+    st->id = ++r->count;
+    r->by_id[st->id - 1] = st;
+    st->next = *slot;
+    *slot = st;
+    return st;
+}
+
+static struct txn_stmt *registry_by_id(struct proxy *p, uint32_t id)
+{
+    struct txn_registry *r = p->registry;
+    return r != NULL && id >= 1 && id <= r->count ? r->by_id[id - 1] : NULL;
+}
+
+void txn_registry_free(struct txn_registry *r)
+{
+    if (r == NULL)
+        return;
+    for (uint32_t i = 0; i < r->count; i++) {
+        free(r->by_id[i]->query);
+        free(r->by_id[i]->oids);
+        free(r->by_id[i]);
+    }
+    free(r->by_id);
+    free(r->buckets);
+    free(r);
+}
+
+static void server_name(uint32_t id, char out[16])
+{
+    snprintf(out, 16, "pgt_%u", id);
+}
+
+/* ---- a client's names ---------------------------------------------------------------------- */
+
+struct txn_cstmt {
+    struct txn_cstmt *next;
+    uint32_t id;
+    char name[];
+};
+
+static struct txn_cstmt **names_slot(struct txn_names *n, const char *name)
+{
+    uint64_t h = fnv(name, strlen(name), 14695981039346656037ull);
+    return &n->buckets[h & (n->nbuckets - 1)];
+}
+
+static uint32_t names_get(struct txn_names *n, const char *name)
+{
+    if (n->count == 0)
+        return 0;
+    for (struct txn_cstmt *e = *names_slot(n, name); e != NULL; e = e->next)
+        if (strcmp(e->name, name) == 0)
+            return e->id;
+    return 0;
+}
+
+static int names_put(struct txn_names *n, const char *name, uint32_t id)
+{
+    if (n->buckets == NULL) {
+        n->nbuckets = 64;
+        n->buckets = calloc(n->nbuckets, sizeof(*n->buckets));
+        if (n->buckets == NULL)
+            return -1;
+    }
+    struct txn_cstmt **slot = names_slot(n, name);
+    for (struct txn_cstmt *e = *slot; e != NULL; e = e->next) {
+        if (strcmp(e->name, name) == 0) {
+            e->id = id;
+            return 0;
+        }
+    }
+    size_t len = strlen(name);
+    struct txn_cstmt *e = malloc(sizeof(*e) + len + 1);
+    if (e == NULL)
+        return -1;
+    memcpy(e->name, name, len + 1);
+    e->id = id;
+    e->next = *slot;
+    *slot = e;
+    n->count++;
+    return 0;
+}
+
+static void names_del(struct txn_names *n, const char *name)
+{
+    if (n->count == 0)
+        return;
+    for (struct txn_cstmt **pp = names_slot(n, name); *pp != NULL; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, name) == 0) {
+            struct txn_cstmt *e = *pp;
+            *pp = e->next;
+            free(e);
+            n->count--;
+            return;
+        }
+    }
+}
+
+static void names_clear(struct txn_names *n)
+{
+    for (uint32_t i = 0; i < n->nbuckets; i++) {
+        struct txn_cstmt *e = n->buckets[i];
+        while (e != NULL) {
+            struct txn_cstmt *next = e->next;
+            free(e);
+            e = next;
+        }
+        n->buckets[i] = NULL;
+    }
+    n->count = 0;
+}
+
+void txn_client_free(struct client *c)
+{
+    names_clear(&c->names);
+    free(c->names.buckets);
+    c->names.buckets = NULL;
+    for (int i = 0; i < c->nps; i++) {
+        free(c->ps[i].name);
+        free(c->ps[i].value);
+    }
+    c->nps = 0;
+}
+
+/* ---- a server's prepared set (LRU) -------------------------------------------------------- */
+
+/* true (and marked most recent) when the server has id */
+static bool prepared_touch(struct txn_prepared *sp, uint32_t id)
+{
+    for (uint32_t i = sp->n; i-- > 0;) {
+        if (sp->ids[i] == id) {
+            memmove(sp->ids + i, sp->ids + i + 1, (sp->n - i - 1) * sizeof(uint32_t));
+            sp->ids[sp->n - 1] = id;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int prepared_add(struct txn_prepared *sp, uint32_t id)
+{
+    if (sp->n == sp->cap) {
+        uint32_t cap = sp->cap ? sp->cap * 2 : 16;
+        uint32_t *ids = realloc(sp->ids, cap * sizeof(uint32_t));
+        if (ids == NULL)
+            return -1;
+        sp->ids = ids;
+        sp->cap = cap;
+    }
+    sp->ids[sp->n++] = id;
+    return 0;
+}
+
+static void prepared_remove(struct txn_prepared *sp, uint32_t id)
+{
+    for (uint32_t i = 0; i < sp->n; i++) {
+        if (sp->ids[i] == id) {
+            memmove(sp->ids + i, sp->ids + i + 1, (sp->n - i - 1) * sizeof(uint32_t));
+            sp->n--;
+            return;
+        }
+    }
+}
+
+/* ---- expectations ------------------------------------------------------------------------- */
+
+static int expect(struct server *s, uint8_t kind, uint8_t flags, uint32_t stmt)
+{
+    struct txn_queue *q = &s->q;
+    if (q->count == q->cap) {
+        uint32_t cap = q->cap ? q->cap * 2 : 32;
+        struct txn_expect *e = malloc(cap * sizeof(*e));
+        if (e == NULL)
+            return -1;
+        for (uint32_t i = 0; i < q->count; i++)
+            e[i] = q->e[(q->head + i) % q->cap];
+        free(q->e);
+        q->e = e;
+        q->head = 0;
+        q->cap = cap;
+    }
+    q->e[(q->head + q->count) % q->cap] = (struct txn_expect){kind, flags, stmt};
+    q->count++;
+    if (kind == 'S' || kind == 'Q')
+        s->in_flight++;
+    return 0;
+}
+
+static struct txn_expect *head(struct server *s)
+{
+    return s->q.count ? &s->q.e[s->q.head] : NULL;
+}
+
+static void pop(struct server *s)
+{
+    struct txn_queue *q = &s->q;
+    struct txn_expect *e = &q->e[q->head];
+    if ((e->kind == 'S' || e->kind == 'Q') && s->in_flight > 0)
+        s->in_flight--;
+    q->head = (q->head + 1) % q->cap;
+    q->count--;
+}
+
+void txn_server_forget(struct server *s)
+{
+    s->prepared.n = 0;
+    for (int i = 0; i < s->napplied; i++) {
+        free(s->applied[i].name);
+        free(s->applied[i].value);
+    }
+    s->napplied = 0;
+}
+
+void txn_server_free(struct server *s)
+{
+    txn_server_forget(s);
+    free(s->prepared.ids);
+    free(s->q.e);
+    if (s->fakes.buf != NULL)
+        pkt_builder_free(&s->fakes);
+}
+
+/* ---- client -> server ----------------------------------------------------------------------- */
+
+/* Makes sure server s has statement st prepared, adding a hidden Parse (and a hidden Close of
+   the least recently used statement when the set is full) to o. */
+static void ensure_prepared(struct server *s, const struct txn_stmt *st, struct pkt_builder *o)
+{
+    if (prepared_touch(&s->prepared, st->id))
+        return;
+    struct proxy *p = s->pool->proxy;
+    char name[16];
+    uint32_t max = (uint32_t) p->cfg->max_prepared_statements;
+    if (max > 0 && s->prepared.n >= max) {
+        server_name(s->prepared.ids[0], name);
+        pkt_write_close(o, 'S', name);
+        (void) expect(s, 'C', TXN_HIDDEN, 0);
+        prepared_remove(&s->prepared, s->prepared.ids[0]);
+    }
+    server_name(st->id, name);
+    pkt_write_parse(o, name, st->query, st->nparams, st->oids);
+    (void) expect(s, 'P', TXN_HIDDEN, st->id);
+    (void) prepared_add(&s->prepared, st->id);
+}
+
+static void on_parse(struct client *c, struct server *s, const uint8_t *msg, uint32_t total,
+                     struct pkt_builder *o)
+{
+    const char *name, *sql;
+    uint16_t np;
+    if (pkt_parse_parse(msg + 5, total - 5, &name, &sql, &np) != PKT_OK || name[0] == '\0') {
+        pkt_put_bytes(o, msg, total); /* unnamed (or malformed: the server answers) */
+        (void) expect(s, 'P', 0, 0);
+        return;
+    }
+    const uint8_t *oids = (const uint8_t *) sql + strlen(sql) + 1 + 2;
+    struct txn_stmt *st = registry_get(c->proxy, sql, np, oids);
+    if (st == NULL || names_put(&c->names, name, st->id) != 0) {
+        pkt_put_bytes(o, msg, total);
+        (void) expect(s, 'P', 0, 0);
+        return;
+    }
+    if (prepared_touch(&s->prepared, st->id)) {
+        (void) expect(s, 'P', TXN_FAKE, 0);
+        return;
+    }
+    char sname[16];
+    server_name(st->id, sname);
+    pkt_write_parse(o, sname, st->query, st->nparams, st->oids);
+    (void) expect(s, 'P', 0, st->id);
+    (void) prepared_add(&s->prepared, st->id);
+}
+
+/* Bind and Describe 'S' name the statement; returns its registry entry if it is the client's. */
+static const struct txn_stmt *mapped(struct client *c, const char *name)
+{
+    if (name[0] == '\0')
+        return NULL;
+    uint32_t id = names_get(&c->names, name);
+    return id ? registry_by_id(c->proxy, id) : NULL;
+}
+
+/* Writes a Bind whose statement name is replaced; rest = the bytes after the old name. */
+static void write_bind_head(struct pkt_builder *o, const char *portal, const char *stmt,
+                            uint32_t rest_len)
+{
+    size_t pl = strlen(portal) + 1, sl = strlen(stmt) + 1;
+    uint32_t len = (uint32_t) (4 + pl + sl + rest_len);
+    uint8_t h[5] = {'B', (uint8_t) (len >> 24), (uint8_t) (len >> 16), (uint8_t) (len >> 8),
+                    (uint8_t) len};
+    pkt_put_bytes(o, h, 5);
+    pkt_put_bytes(o, portal, pl);
+    pkt_put_bytes(o, stmt, sl);
+}
+
+/* Finds the portal and statement names at the start of a Bind body (avail bytes of it).
+   Returns the offset after both, or 0 if they are not complete yet. */
+static uint32_t bind_names(const uint8_t *body, uint32_t avail, const char **portal,
+                           const char **stmt)
+{
+    const uint8_t *z1 = memchr(body, 0, avail);
+    if (z1 == NULL)
+        return 0;
+    const uint8_t *z2 = memchr(z1 + 1, 0, avail - (uint32_t) (z1 + 1 - body));
+    if (z2 == NULL)
+        return 0;
+    *portal = (const char *) body;
+    *stmt = (const char *) z1 + 1;
+    return (uint32_t) (z2 + 1 - body);
+}
+
+static void on_describe_close(struct client *c, struct server *s, uint8_t t, const uint8_t *msg,
+                              uint32_t total, struct pkt_builder *o)
+{
+    char kind;
+    const char *name;
+    if (pkt_parse_close_describe(msg + 5, total - 5, &kind, &name) != PKT_OK || kind != 'S' ||
+        name[0] == '\0') {
+        pkt_put_bytes(o, msg, total);
+        (void) expect(s, t, 0, 0);
+        return;
+    }
+    if (t == 'C') {
+        /* the server statement may serve others: forget the client's name, answer ourselves */
+        names_del(&c->names, name);
+        (void) expect(s, 'C', TXN_FAKE, 0);
+        return;
+    }
+    const struct txn_stmt *st = mapped(c, name);
+    if (st == NULL) {
+        pkt_put_bytes(o, msg, total);
+        (void) expect(s, 'D', 0, 0);
+        return;
+    }
+    ensure_prepared(s, st, o);
+    char sname[16];
+    server_name(st->id, sname);
+    pkt_write_describe(o, 'S', sname);
+    (void) expect(s, 'D', 0, 0);
+}
+
+/* DEALLOCATE [PREPARE] name|ALL and DISCARD ALL in a simple query touch the mapping. */
+static bool query_word(const char **p, const char *word)
+{
+    size_t n = strlen(word);
+    while (isspace((unsigned char) **p))
+        (*p)++;
+    if (strncasecmp(*p, word, n) != 0 || isalnum((unsigned char) (*p)[n]) || (*p)[n] == '_')
+        return false;
+    *p += n;
+    return true;
+}
+
+static bool query_end(const char *p)
+{
+    while (isspace((unsigned char) *p) || *p == ';')
+        p++;
+    return *p == '\0';
+}
+
+static void on_query(struct client *c, struct server *s, const uint8_t *msg, uint32_t total,
+                     struct pkt_builder *o)
+{
+    (void) expect(s, 'Q', 0, 0);
+    const char *sql = (const char *) msg + 5;
+    if (msg[total - 1] != '\0') {
+        pkt_put_bytes(o, msg, total);
+        return;
+    }
+    const char *p = sql;
+    if (query_word(&p, "discard") && query_word(&p, "all") && query_end(p)) {
+        names_clear(&c->names);
+        txn_server_forget(s);
+    } else if ((p = sql, query_word(&p, "deallocate"))) {
+        (void) query_word(&p, "prepare");
+        const char *after = p;
+        if (query_word(&p, "all") && query_end(p)) {
+            names_clear(&c->names);
+            s->prepared.n = 0;
+        } else {
+            char name[64];
+            size_t k = 0;
+            p = after;
+            while (isspace((unsigned char) *p))
+                p++;
+            while ((isalnum((unsigned char) *p) || *p == '_') && k + 1 < sizeof(name))
+                name[k++] = (char) tolower((unsigned char) *p++);
+            name[k] = '\0';
+            uint32_t id = k > 0 && query_end(p) ? names_get(&c->names, name) : 0;
+            if (id != 0) {
+                char sname[16], q[64];
+                server_name(id, sname);
+                snprintf(q, sizeof(q), "DEALLOCATE %s", sname);
+                names_del(&c->names, name);
+                prepared_remove(&s->prepared, id);
+                pkt_write_query(o, q);
+                return;
+            }
+        }
+    }
+    pkt_put_bytes(o, msg, total);
+}
+
+/* Handles one whole client message. Returns false when the client is gone. */
+static bool client_message(struct client *c, struct server *s, const uint8_t *msg, uint32_t total,
+                           struct pkt_builder *o)
+{
+    uint8_t t = msg[0];
+    switch (t) {
+    case 'P':
+        on_parse(c, s, msg, total, o);
+        break;
+    case 'B': {
+        const char *portal, *stmt;
+        uint32_t off = bind_names(msg + 5, total - 5, &portal, &stmt);
+        const struct txn_stmt *st = off ? mapped(c, stmt) : NULL;
+        if (st == NULL) {
+            pkt_put_bytes(o, msg, total);
+        } else {
+            char sname[16];
+            ensure_prepared(s, st, o);
+            server_name(st->id, sname);
+            write_bind_head(o, portal, sname, total - 5 - off);
+            pkt_put_bytes(o, msg + 5 + off, total - 5 - off);
+        }
+        (void) expect(s, 'B', 0, 0);
+        break;
+    }
+    case 'D':
+    case 'C':
+        on_describe_close(c, s, t, msg, total, o);
+        break;
+    case 'Q':
+        on_query(c, s, msg, total, o);
+        break;
+    case 'F':
+        pkt_put_bytes(o, msg, total);
+        (void) expect(s, 'Q', 0, 0);
+        break;
+    case 'E':
+    case 'S':
+        pkt_put_bytes(o, msg, total);
+        (void) expect(s, t, 0, 0);
+        break;
+    case 'X':
+        client_close(c, "client terminated");
+        return false;
+    default: /* Flush, CopyData/Done/Fail */
+        pkt_put_bytes(o, msg, total);
+        break;
+    }
+    return true;
+}
+
+/* The head of a message too large for the buffer: rewritten where needed, the rest streamed.
+   Returns bytes consumed from p (0: wait for more). */
+static uint32_t large_message(struct client *c, struct server *s, const uint8_t *p, uint32_t avail,
+                              uint32_t len, struct pkt_builder *o)
+{
+    uint8_t t = p[0];
+    uint32_t consumed = 5;
+    if (t == 'B') {
+        const char *portal, *stmt;
+        uint32_t off = bind_names(p + 5, avail - 5, &portal, &stmt);
+        if (off == 0)
+            return avail >= 5 + 2 * 64 + 2 ? 5 : 0; /* absurd names: stream unchanged */
+        const struct txn_stmt *st = mapped(c, stmt);
+        if (st != NULL) {
+            char sname[16];
+            ensure_prepared(s, st, o);
+            server_name(st->id, sname);
+            write_bind_head(o, portal, sname, len - 4 - off);
+            consumed = 5 + off;
+        } else {
+            pkt_put_bytes(o, p, 5);
+        }
+        (void) expect(s, 'B', 0, 0);
+    } else {
+        pkt_put_bytes(o, p, 5);
+        if (t == 'Q' || t == 'F')
+            (void) expect(s, 'Q', 0, 0);
+        else if (t == 'P') /* a named statement this long stays the server's own */
+            (void) expect(s, 'P', 0, 0);
+    }
+    c->copy_left = len + 1 - consumed;
+    return consumed;
+}
+
+void txn_client_pump(struct client *c)
+{
+    struct server *s = c->server;
+    struct buf *b = c->conn.in;
+    struct pkt_builder *o = server_out(s);
+    uint32_t max = (uint32_t) c->proxy->cfg->max_packet_size;
+    while (b != NULL && buf_len(b) > 0 && o->len - s->out_off < TXN_OUT_HIGH) {
+        const uint8_t *p = b->data + b->rpos;
+        uint32_t avail = buf_len(b);
+        if (c->copy_left > 0) {
+            uint32_t n = avail < c->copy_left ? avail : c->copy_left;
+            pkt_put_bytes(o, p, n);
+            b->rpos += n;
+            c->copy_left -= n;
+            continue;
+        }
+        struct pkt_hdr h;
+        enum pkt_status st = pkt_read_hdr(p, avail, max, &h);
+        if (st == PKT_INCOMPLETE)
+            break;
+        if (st != PKT_OK) {
+            client_fatal(c, "08P01", "invalid message length from client");
+            return;
+        }
+        uint32_t total = h.len + 1;
+        if (total > BUF_SIZE) {
+            uint32_t used = large_message(c, s, p, avail, h.len, o);
+            if (used == 0)
+                break;
+            b->rpos += used;
+            continue;
+        }
+        if (avail < total)
+            break;
+        b->rpos += total;
+        if (!client_message(c, s, p, total, o))
+            return;
+    }
+    if (o->failed) {
+        client_fatal(c, "53200", "out of memory");
+        return;
+    }
+    if (b != NULL && b->rpos == b->wpos)
+        b->rpos = b->wpos = 0;
+    proxy_touch(c->proxy);
+    server_flush(s);
+}
+
+/* ---- server -> client ----------------------------------------------------------------------- */
+
+static bool server_wants(void *arg, uint8_t t)
+{
+    (void) arg;
+    (void) t;
+    return true;
+}
+
+/* Queues pgtide's own answers that are due now (fakes at the head of the queue). */
+static bool take_fakes(struct server *s)
+{
+    struct txn_expect *e;
+    bool any = false;
+    while ((e = head(s)) != NULL && (e->flags & TXN_FAKE)) {
+        if (!s->q.error_mode) {
+            if (s->fakes.buf == NULL)
+                pkt_builder_init_dyn(&s->fakes, 64);
+            pkt_write_empty(&s->fakes, e->kind == 'P' ? '1' : '3');
+            any = true;
+        }
+        pop(s);
+    }
+    return any;
+}
+
+/* An error answers the head request; an extended-protocol error skips to the next Sync. */
+static void on_error(struct server *s)
+{
+    struct txn_expect *e = head(s);
+    if (e == NULL || e->kind == 'Q' || e->kind == 'S')
+        return;
+    s->q.error_mode = true;
+    while ((e = head(s)) != NULL && e->kind != 'S') {
+        if (e->kind == 'P' && e->stmt != 0)
+            prepared_remove(&s->prepared, e->stmt);
+        pop(s);
+    }
+}
+
+static bool terminal(uint8_t kind, uint8_t t)
+{
+    switch (kind) {
+    case 'P':
+        return t == '1';
+    case 'B':
+        return t == '2';
+    case 'C':
+        return t == '3';
+    case 'D':
+        return t == 'T' || t == 'n';
+    case 'E':
+        return t == 'C' || t == 'I' || t == 's';
+    default: /* 'S', 'Q' */
+        return t == 'Z';
+    }
+}
+
+static void ready(struct server *s, const uint8_t *body, uint32_t blen)
+{
+    char st;
+    if (pkt_parse_ready(body, blen, &st) != PKT_OK)
+        return;
+    s->txn = st;
+    s->q.error_mode = false;
+    struct proxy *p = s->pool->proxy;
+    struct client *c = s->client;
+    p->stats.queries++;
+    s->pool->queries++;
+    int64_t now = proxy_now_ms();
+    if (c != NULL) {
+        c->queries++;
+        c->txn = st;
+        if (c->request_ms > 0)
+            p->stats.query_time_us += (uint64_t) (now - c->request_ms) * 1000;
+        c->request_ms = 0;
+    }
+    if (st == 'I') {
+        p->stats.xacts++;
+        s->pool->xacts++;
+    }
+    s->last_used_ms = now;
+}
+
+static enum relay_verdict server_message(void *arg, uint8_t t, const uint8_t *body, uint32_t blen)
+{
+    struct server *s = arg;
+    if (take_fakes(s))
+        return RELAY_STOP; /* the caller sends them, then this message comes again */
+    struct txn_expect *e = head(s);
+    switch (t) {
+    case 'S': {
+        const char *name, *value;
+        if (pkt_parse_param_status(body, blen, &name, &value) == PKT_OK) {
+            server_set_param(s, name, value);
+            if (s->client != NULL)
+                txn_client_saw_param(s->client, name, value);
+        }
+        return RELAY_FORWARD;
+    }
+    case 'N':
+    case 'A':
+        return RELAY_FORWARD;
+    case 'E':
+        if (e != NULL && e->kind != 'Q' && e->kind != 'S') {
+            on_error(s);
+        }
+        return RELAY_FORWARD;
+    case 'Z':
+        if (e != NULL && (e->kind == 'S' || e->kind == 'Q'))
+            pop(s);
+        ready(s, body, blen);
+        if (s->client != NULL && s->client->pool_mode == POOL_STATEMENT && s->txn != 'I') {
+            s->stmt_violation = true;
+            return RELAY_STOP;
+        }
+        return RELAY_FORWARD;
+    default:
+        break;
+    }
+    if (e != NULL && terminal(e->kind, t)) {
+        bool hidden = (e->flags & TXN_HIDDEN) != 0;
+        pop(s);
+        return hidden ? RELAY_DROP : RELAY_FORWARD;
+    }
+    return RELAY_FORWARD;
+}
+
+static void server_header(void *arg, uint8_t t, uint32_t len)
+{
+    /* messages too large to be seen whole (big rows, big descriptions) end requests too */
+    struct server *s = arg;
+    (void) len;
+    struct txn_expect *e = head(s);
+    if (e != NULL && !(e->flags & (TXN_FAKE | TXN_HIDDEN)) && e->kind != 'S' && e->kind != 'Q' &&
+        terminal(e->kind, t))
+        pop(s);
+}
+
+const struct relay_ops txn_server_ops = {server_wants, server_header, server_message};
+
+bool txn_after_server_pump(struct server *s)
+{
+    struct client *c = s->client;
+    if (c == NULL)
+        return false;
+    if (s->stmt_violation) {
+        s->stmt_violation = false;
+        client_fatal(c, "0A000",
+                     "pgtide: transaction blocks are not allowed in statement pooling mode");
+        return true;
+    }
+    /* fakes due with nothing before them from the server */
+    if (!relay_has_pending(&s->conn))
+        (void) take_fakes(s);
+    if (s->fakes.buf != NULL && s->fakes.len > 0) {
+        (void) client_queue(c, s->fakes.buf, s->fakes.len);
+        pkt_builder_reset(&s->fakes);
+        client_flush_out(c);
+        return false;
+    }
+    if (s->q.count == 0 && s->txn == 'I' && !relay_has_pending(&s->conn) &&
+        !relay_has_pending(&c->conn) && c->copy_left == 0 && s->out_off >= s->out_builder.len &&
+        c->out_off >= c->out_builder.len && c->state == CLIENT_ACTIVE) {
+        server_detach(s);
+        return true;
+    }
+    return false;
+}
+
+/* ---- parameters ----------------------------------------------------------------------------- */
+
+static const char *const reported[] = {
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "integer_datetimes",
+    "server_version",
+    "server_encoding",
+    "is_superuser",
+    "session_authorization",
+    "in_hot_standby",
+    "default_transaction_read_only",
+    "scram_iterations",
+};
+
+/* reported, but fixed per server or set by the server alone: never SET by pgtide */
+static bool not_settable(const char *name)
+{
+    return !strcmp(name, "server_version") || !strcmp(name, "server_encoding") ||
+           !strcmp(name, "integer_datetimes") || !strcmp(name, "is_superuser") ||
+           !strcmp(name, "session_authorization") || !strcmp(name, "in_hot_standby") ||
+           !strcmp(name, "default_transaction_read_only") || !strcmp(name, "scram_iterations");
+}
+
+bool txn_param_is_reported(const char *name)
+{
+    for (size_t i = 0; i < sizeof(reported) / sizeof(reported[0]); i++)
+        if (strcasecmp(reported[i], name) == 0)
+            return true;
+    return false;
+}
+
+static int set_param(struct client_param *arr, int *n, int max, const char *name, const char *value)
+{
+    for (int i = 0; i < *n; i++) {
+        if (strcmp(arr[i].name, name) == 0) {
+            if (strcmp(arr[i].value, value) == 0)
+                return 0;
+            char *v = strdup(value);
+            if (v == NULL)
+                return -1;
+            free(arr[i].value);
+            arr[i].value = v;
+            return 0;
+        }
+    }
+    if (*n >= max)
+        return -1;
+    char *nm = strdup(name), *v = strdup(value);
+    if (nm == NULL || v == NULL) {
+        free(nm);
+        free(v);
+        return -1;
+    }
+    arr[*n].name = nm;
+    arr[*n].value = v;
+    (*n)++;
+    return 0;
+}
+
+void txn_client_saw_param(struct client *c, const char *name, const char *value)
+{
+    (void) set_param(c->ps, &c->nps, CLIENT_MAX_PARAMS, name, value);
+}
+
+static const char *find(const struct client_param *arr, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcasecmp(arr[i].name, name) == 0)
+            return arr[i].value;
+    return NULL;
+}
+
+int txn_param_sync(const struct client *c, const struct server *s, struct pkt_builder *q)
+{
+    int n = 0;
+    /* reported parameters: what the client has seen (or asked for at startup) */
+    const struct client_param *src = c->welcomed ? c->ps : c->params;
+    int nsrc = c->welcomed ? c->nps : c->nparams;
+    for (int i = 0; i < nsrc; i++) {
+        const char *name = src[i].name, *value = src[i].value;
+        if (!txn_param_is_reported(name) || not_settable(name))
+            continue;
+        if (!strcmp(name, "client_encoding") && !strcasecmp(value, "auto"))
+            continue;
+        const char *cur = server_param(s, name);
+        if (cur != NULL && strcmp(cur, value) == 0)
+            continue;
+        server_append_set(q, name, value);
+        n++;
+    }
+    /* startup settings: reset what another client left, set this client's */
+    for (int i = 0; i < s->napplied; i++) {
+        if (find(c->opts, c->nopts, s->applied[i].name) == NULL) {
+            pkt_put_bytes(q, "RESET \"", 7);
+            pkt_put_bytes(q, s->applied[i].name, strlen(s->applied[i].name));
+            pkt_put_bytes(q, "\"; ", 3);
+            n++;
+        }
+    }
+    for (int i = 0; i < c->nopts; i++) {
+        const char *cur = find(s->applied, s->napplied, c->opts[i].name);
+        if (cur != NULL && strcmp(cur, c->opts[i].value) == 0)
+            continue;
+        server_append_set(q, c->opts[i].name, c->opts[i].value);
+        n++;
+    }
+    return n;
+}
+
+void txn_settings_applied(struct server *s, const struct client *c)
+{
+    for (int i = 0; i < s->napplied; i++) {
+        free(s->applied[i].name);
+        free(s->applied[i].value);
+    }
+    s->napplied = 0;
+    for (int i = 0; i < c->nopts; i++)
+        (void) set_param(s->applied, &s->napplied, CLIENT_MAX_PARAMS, c->opts[i].name,
+                         c->opts[i].value);
+}
