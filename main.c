@@ -16,11 +16,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "pgtide/account.h"
 #include "pgtide/authdb.h"
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
 #include "pgtide/list.h"
 #include "pgtide/log.h"
+#include "pgtide/metrics.h"
 #include "pgtide/proxy.h"
 #include "pgtide/secret.h"
 #include "pgtide/store.h"
@@ -42,6 +44,8 @@ struct app {
     struct store store;
     struct compute *primary;
     struct proxy *proxy;
+    struct account *account; /* usage ledger (issue 5) */
+    struct metrics *metrics; /* Prometheus endpoint (issue 5); NULL when off */
     ev_signal sighup, sigterm, sigint;
     ev_timer drain;
     bool stopping;
@@ -54,6 +58,8 @@ static void usage(FILE *f)
             "usage:\n"
             "  pgtide [run] -D DATA [-f FILE] [-c name=value ...]  serve (the default)\n"
             "  pgtide init -D DATA                                  create the storage\n"
+            "  pgtide usage -D DATA [--since T] [--until T] [--format csv|json|table]\n"
+            "               [--by hour|day] [--per compute|role]     usage from the ledger\n"
             "  pgtide version\n\n"
             "An empty DATA is initialised on first run (initdb, a generated password for the\n"
             "superuser postgres in DATA/initial-password). Settings: DATA/pgtide.conf, then -c.\n",
@@ -295,6 +301,7 @@ static int reload_app(struct proxy *p, char *err, size_t errlen)
     apply_logging(cfg);
     proxy_reload(p, cfg);
     compute_set_config(a->primary, cfg);
+    account_set_config(a->account, cfg);
     config_unref(a->cfg);
     a->cfg = cfg;
     return 0;
@@ -328,6 +335,7 @@ static void on_compute(void *arg, struct compute *c, enum compute_state from, en
     struct app *a = arg;
     if (a->proxy != NULL)
         proxy_compute_changed(a->proxy, (int) from, (int) to);
+    account_compute_changed(a->account, c, from, to);
 }
 
 /* ---- subcommands -------------------------------------------------------------------------- */
@@ -362,6 +370,26 @@ static int cmd_run(struct app *a)
     a->proxy->on_shutdown = shutdown_app;
     a->proxy->on_reload = reload_app;
     a->proxy->on_shutdown_arg = a;
+    /* usage accounting and metrics (issue 5) */
+    char *state_dir = store_path(&a->store, "state");
+    a->account = state_dir != NULL
+                     ? account_new(a->loop, a->cfg, state_dir, NULL, NULL, err, sizeof(err))
+                     : NULL;
+    free(state_dir);
+    if (a->account == NULL) {
+        log_fatal("usage ledger: %s", err);
+        return 1;
+    }
+    a->proxy->account = a->account;
+    if (a->cfg->metrics_listen[0] != '\0') {
+        a->metrics =
+            metrics_new(a->loop, a->proxy, a->account, a->cfg->metrics_listen, err, sizeof(err));
+        if (a->metrics == NULL) {
+            log_fatal("%s", err);
+            return 1;
+        }
+        a->proxy->metrics = a->metrics;
+    }
     if (created)
         seed_auth_cache(a);
     if (proxy_listen(a->proxy, err, sizeof(err)) != 0) {
@@ -378,6 +406,8 @@ static int cmd_run(struct app *a)
     }
     print_connect_info(a);
     ev_run(a->loop, 0);
+    metrics_free(a->metrics);
+    account_free(a->account);
     proxy_free(a->proxy);
     compute_free(a->primary);
     store_close(&a->store);
@@ -426,6 +456,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (strcmp(cmd, "usage") == 0)
+        return account_usage_main(argc, argv);
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "init") != 0) {
         fprintf(stderr, "pgtide: unknown command \"%s\"\n", cmd);
         usage(stderr);

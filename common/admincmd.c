@@ -41,6 +41,7 @@ static const struct {
     {"SERVERS", ADMINCMD_SHOW_SERVERS},   {"POOLS", ADMINCMD_SHOW_POOLS},
     {"STATS", ADMINCMD_SHOW_STATS},       {"DATABASES", ADMINCMD_SHOW_DATABASES},
     {"COMPUTES", ADMINCMD_SHOW_COMPUTES},
+    {"USAGE", ADMINCMD_SHOW_USAGE}, /* issue 5: usage ledger */
 };
 
 /* Commands made of one word. */
@@ -168,8 +169,27 @@ const char *admincmd_settable_list(void)
     return "pause_after, suspend_after, wake_timeout, query_wait_timeout, pool_size";
 }
 
+/* SHOW USAGE [DAY|HOUR] (issue 5: usage ledger). */
+static int parse_show_usage(const struct lexer *lx, struct admincmd *out)
+{
+    out->kind = ADMINCMD_SHOW;
+    out->show = ADMINCMD_SHOW_USAGE;
+    if (lx->n == 2)
+        return 0;
+    if (lx->n == 3 && word_is(&lx->tok[2], "HOUR"))
+        out->usage_by = 1;
+    else if (lx->n == 3 && word_is(&lx->tok[2], "DAY"))
+        out->usage_by = 2;
+    else
+        return fail(out, "42601", "syntax error at \"%s\": SHOW USAGE takes DAY or HOUR",
+                    lx->tok[2].text);
+    return 0;
+}
+
 static int parse_show(const struct lexer *lx, struct admincmd *out)
 {
+    if (lx->n >= 2 && word_is(&lx->tok[1], "USAGE"))
+        return parse_show_usage(lx, out);
     if (lx->n < 2)
         return fail(out, "42601", "SHOW needs an object, e.g. SHOW HELP");
     if (lx->n > 2)

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include "pgtide/account.h"
 #include "pgtide/admincmd.h"
 #include "pgtide/client.h"
 #include "pgtide/compute.h"
@@ -185,6 +186,7 @@ static void show_help(struct client *c)
     static const char *const cols[] = {"help"};
     static const char *const lines[] = {
         "SHOW HELP|VERSION|CONFIG|CLIENTS|SERVERS|POOLS|STATS|DATABASES|COMPUTES",
+        "SHOW USAGE [DAY|HOUR]    CU-seconds per compute from the usage ledger",
         "SET key = value          (pause_after, suspend_after, wake_timeout, "
         "query_wait_timeout, pool_size)",
         "PAUSE                    hold new queries",
@@ -595,6 +597,55 @@ static void show_computes(struct client *c)
     rs_end(&rs);
 }
 
+/* ---- SHOW USAGE (issue 5: usage ledger) --------------------------------------------------- */
+
+/* Usage from the ledger per compute (by = 0 total, 1 hour, 2 day), then a total row. */
+static void show_usage(struct client *c, int by)
+{
+    static const char *const cols[] = {"period_start", "compute",           "role",
+                                       "intervals",    "running_seconds",   "paused_seconds",
+                                       "cu_seconds",   "paused_cu_seconds", "billed_cu_seconds"};
+    struct proxy *p = c->proxy;
+    if (p->account == NULL) {
+        answer_error(c, "55000", "usage accounting is not running");
+        return;
+    }
+    struct usage_row *rows = NULL;
+    char err[256];
+    enum usage_by ub = by == 1 ? USAGE_BY_HOUR : by == 2 ? USAGE_BY_DAY : USAGE_BY_TOTAL;
+    int n = account_usage(p->account, ub, &rows, err, sizeof(err));
+    if (n < 0) {
+        answer_error(c, "58030", "cannot read the usage ledger: %s", err);
+        return;
+    }
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    for (int i = 0; i <= n; i++) {
+        struct usage_row tot;
+        const struct usage_row *u = &rows[i];
+        if (i == n) {
+            usage_total(rows, n, &tot);
+            u = &tot;
+        }
+        if (i < n && by != 0)
+            cell_time(&r, u->bucket_ms);
+        else
+            cell_str(&r, NULL);
+        cell_str(&r, u->name);
+        cell_str(&r, i == n ? NULL : u->role == LEDGER_ROLE_REPLICA ? "replica" : "primary");
+        cell_i64(&r, u->intervals);
+        cell_fmt(&r, "%.3f", u->running_seconds);
+        cell_fmt(&r, "%.3f", u->paused_seconds);
+        cell_fmt(&r, "%.3f", u->cu_seconds);
+        cell_fmt(&r, "%.3f", u->paused_cu_seconds);
+        cell_fmt(&r, "%.3f", u->billed_cu_seconds);
+        rs_row(&rs, &r);
+    }
+    rs_end(&rs);
+    free(rows);
+}
+
 static void do_show(struct client *c, enum admincmd_show what)
 {
     switch (what) {
@@ -624,6 +675,9 @@ static void do_show(struct client *c, enum admincmd_show what)
         break;
     case ADMINCMD_SHOW_COMPUTES:
         show_computes(c);
+        break;
+    case ADMINCMD_SHOW_USAGE: /* issue 5: reached with its argument from run() */
+        show_usage(c, 0);
         break;
     }
 }
@@ -792,7 +846,10 @@ static void run(struct client *c, const struct admincmd *cmd)
         pkt_write_ready(outb(c), 'I');
         break;
     case ADMINCMD_SHOW:
-        do_show(c, cmd->show);
+        if (cmd->show == ADMINCMD_SHOW_USAGE)
+            show_usage(c, cmd->usage_by); /* issue 5: usage ledger */
+        else
+            do_show(c, cmd->show);
         break;
     case ADMINCMD_SET:
         do_set(c, cmd->key, cmd->value);

@@ -26,6 +26,7 @@
 #include "pgtide/config.h"
 #include "pgtide/hba.h"
 #include "pgtide/log.h"
+#include "pgtide/metrics.h"
 #include "pgtide/park.h"
 #include "pgtide/pkt.h"
 #include "pgtide/pool.h"
@@ -106,6 +107,7 @@ void client_set_state(struct client *c, enum client_state to)
             c->wait_start_ms = proxy_now_ms();
     } else if (c->wait_start_ms != 0) {
         p->stats.wait_time_us += (uint64_t) (proxy_now_ms() - c->wait_start_ms) * 1000;
+        metrics_observe_wait(p->metrics, (uint64_t) (proxy_now_ms() - c->wait_start_ms) * 1000);
         c->wait_start_ms = 0;
     }
     c->state = to;

@@ -33,7 +33,8 @@ enum admincmd_show {
     ADMINCMD_SHOW_POOLS,
     ADMINCMD_SHOW_STATS,
     ADMINCMD_SHOW_DATABASES,
-    ADMINCMD_SHOW_COMPUTES
+    ADMINCMD_SHOW_COMPUTES,
+    ADMINCMD_SHOW_USAGE /* usage ledger (issue 5): SHOW USAGE [DAY|HOUR], see usage_by */
 };
 
 #define ADMINCMD_TOKEN_MAX 256 /* longest word or quoted value, NUL included */
@@ -46,6 +47,7 @@ struct admincmd {
     char value[ADMINCMD_TOKEN_MAX];       /* ADMINCMD_SET: quotes removed, doubled quotes undone */
     char sqlstate[6];                     /* on failure: "42601", "42704" or "22023" */
     char message[ADMINCMD_TOKEN_MAX * 2]; /* on failure: what to tell the admin */
+    int usage_by; /* ADMINCMD_SHOW_USAGE: 0 = total, 1 = per hour, 2 = per day (usage.h order) */
 };
 
 /* Parses one command from sql (NUL-terminated, not NULL). *out is zeroed first. Returns 0 with

@@ -23,6 +23,8 @@ struct client;
 struct hba;
 struct userlist;
 struct authdb;
+struct account;
+struct metrics;
 struct txn_registry;
 
 #define PROXY_MAX_LISTENERS  16
@@ -84,6 +86,9 @@ struct proxy {
     void (*on_shutdown)(struct proxy *p, bool fast);
     int (*on_reload)(struct proxy *p, char *err, size_t errlen);
     void *on_shutdown_arg; /* main's context for the hooks */
+    /* usage accounting and metrics (issue 5), set by main; NULL when absent or off */
+    struct account *account; /* SHOW USAGE */
+    struct metrics *metrics; /* wait-time histogram, Prometheus endpoint */
 };
 
 /* Builds the context: TLS contexts (a self-signed certificate in DATA when none is configured),

@@ -251,6 +251,27 @@ START_TEST(test_names)
 }
 END_TEST
 
+/* SHOW USAGE [DAY|HOUR] (issue 5: usage ledger) */
+START_TEST(test_show_usage)
+{
+    struct admincmd cmd;
+    ck_assert_int_eq(admincmd_parse("show usage;", &cmd), 0);
+    ck_assert_int_eq(cmd.kind, ADMINCMD_SHOW);
+    ck_assert_int_eq(cmd.show, ADMINCMD_SHOW_USAGE);
+    ck_assert_int_eq(cmd.usage_by, 0);
+    ck_assert_int_eq(admincmd_parse("SHOW USAGE hour", &cmd), 0);
+    ck_assert_int_eq(cmd.usage_by, 1);
+    ck_assert_int_eq(admincmd_parse("SHOW Usage DAY ;", &cmd), 0);
+    ck_assert_int_eq(cmd.usage_by, 2);
+    ck_assert_int_eq(admincmd_parse("SHOW USAGE week", &cmd), -1);
+    ck_assert_str_eq(cmd.sqlstate, "42601");
+    ck_assert_ptr_nonnull(strstr(cmd.message, "week"));
+    ck_assert_int_eq(admincmd_parse("SHOW USAGE DAY HOUR", &cmd), -1);
+    ck_assert_int_eq(admincmd_parse("SHOW CLIENTS DAY", &cmd), -1); /* only USAGE takes one */
+    ck_assert_str_eq(admincmd_show_name(ADMINCMD_SHOW_USAGE), "USAGE");
+}
+END_TEST
+
 static Suite *admincmd_suite(void)
 {
     Suite *s = suite_create("admincmd");
@@ -261,6 +282,7 @@ static Suite *admincmd_suite(void)
     tcase_add_test(tc, test_reset_between_calls);
     tcase_add_test(tc, test_settable);
     tcase_add_test(tc, test_names);
+    tcase_add_test(tc, test_show_usage);
     suite_add_tcase(s, tc);
     return s;
 }
