@@ -81,7 +81,8 @@ def test_shows(ep):
         except psycopg2.Error as e:
             check(False, f"{cmd} answers (got {e})")
             continue
-        check(got == cols, f"{cmd} columns {got}")
+        # the documented columns, in this order; columns added later are allowed after them
+        check(got[:len(cols)] == cols, f"{cmd} columns {got}")
         if cmd != "SHOW COMPUTES" or os.environ.get("PGTIDE_TARGET") == "embedded":
             check(len(rows) > 0, f"{cmd} returns rows ({len(rows)})")
     ver = ep.admin_rows("SHOW VERSION")

@@ -238,6 +238,19 @@ def raw_query(s, sql):
 
 _tides = []
 _embedded_data = {}
+_knows = {}
+
+
+def binary_knows(key):
+    """True when the pgtide binary mentions the configuration key (newer keys, e.g.
+    metrics_listen, whose default port would collide between concurrently running pgtides)."""
+    if key not in _knows:
+        try:
+            with open(PGTIDE_BIN, "rb") as f:
+                _knows[key] = key.encode() in f.read()
+        except OSError:
+            _knows[key] = False
+    return _knows[key]
 
 
 def role_sql(name, password=None):
@@ -324,6 +337,8 @@ class Tide(Endpoint):
         if EMBEDDED and reuse:
             _embedded_data.setdefault(reuse, self.data)
         self.settings = {k: str(v) for k, v in (settings or {}).items()}
+        if binary_knows("metrics_listen"):
+            self.settings.setdefault("metrics_listen", "")
         self.auth_file = None
         if not EMBEDDED:
             os.makedirs(self.data, exist_ok=True)
