@@ -8,7 +8,7 @@ TOP=$(cd "$(dirname "$0")/.." && pwd)
 PKGS="build-essential autoconf automake libtool pkg-config libev-dev libssl-dev libpq-dev
 libinih-dev libzstd-dev libjemalloc-dev check libsubunit-dev postgresql-15
 postgresql-server-dev-15 postgresql-client-15 pgbouncer python3-psycopg2 python3-psycopg
-python3-asyncpg python3-prometheus-client libpostgresql-jdbc-java default-jdk-headless nodejs npm
+python3-asyncpg python3-prometheus-client prometheus libpostgresql-jdbc-java default-jdk-headless nodejs npm
 clang libclang-rt-14-dev clang-format"
 
 # a package whose command is already there from another source (e.g. nodejs with its own npm,
