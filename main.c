@@ -18,6 +18,7 @@
 
 #include "pgtide/account.h"
 #include "pgtide/authdb.h"
+#include "pgtide/autoscale.h"
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
 #include "pgtide/list.h"
@@ -25,6 +26,7 @@
 #include "pgtide/metrics.h"
 #include "pgtide/proxy.h"
 #include "pgtide/secret.h"
+#include "pgtide/state.h"
 #include "pgtide/store.h"
 
 #define MAX_OVERRIDES 128
@@ -44,6 +46,7 @@ struct app {
     struct store store;
     struct compute *primary;
     struct proxy *proxy;
+    struct autoscale_driver *autoscale; /* vertical autoscaling of the primary (issue 5) */
     struct account *account; /* usage ledger (issue 5) */
     struct metrics *metrics; /* Prometheus endpoint (issue 5); NULL when off */
     ev_signal sighup, sigterm, sigint;
@@ -129,6 +132,12 @@ static struct config *build_config(const struct options *opt, char *err, size_t 
             config_unref(cfg);
             return NULL;
         }
+    }
+    /* persisted policy (issue 5): SETs of the admin console, DATA/state/policy, override the
+       file and -c (also on every reload) */
+    if (state_policy_load_apply(opt->data_dir, cfg, NULL, err, errlen) != 0) {
+        config_unref(cfg);
+        return NULL;
     }
     if (config_validate(cfg, err, errlen) != 0) {
         config_unref(cfg);
@@ -338,6 +347,15 @@ static void on_compute(void *arg, struct compute *c, enum compute_state from, en
     account_compute_changed(a->account, c, from, to);
 }
 
+/* compute units (issue 5): every live resize of the primary is a RESIZE record in the ledger */
+static void on_resized(void *arg, struct compute *c, double from_cu, double to_cu)
+{
+    (void) from_cu;
+    struct app *a = arg;
+    if (a->account != NULL)
+        account_compute_resized(a->account, c, to_cu);
+}
+
 /* ---- subcommands -------------------------------------------------------------------------- */
 
 static int cmd_run(struct app *a)
@@ -390,6 +408,10 @@ static int cmd_run(struct app *a)
         }
         a->proxy->metrics = a->metrics;
     }
+    /* compute units (issue 5): CPU-driven vertical autoscaling of the primary (a 1 s sampler);
+       its resizes go to the usage ledger */
+    compute_set_resize_hook(a->primary, on_resized, a);
+    a->autoscale = autoscale_driver_new(a->loop, a->primary);
     if (created)
         seed_auth_cache(a);
     if (proxy_listen(a->proxy, err, sizeof(err)) != 0) {
@@ -408,6 +430,7 @@ static int cmd_run(struct app *a)
     ev_run(a->loop, 0);
     metrics_free(a->metrics);
     account_free(a->account);
+    autoscale_driver_free(a->autoscale);
     proxy_free(a->proxy);
     compute_free(a->primary);
     store_close(&a->store);

@@ -29,8 +29,13 @@ struct lexer {
     int n;
 };
 
-static const char *const settable_keys[] = {"pause_after", "suspend_after", "wake_timeout",
-                                            "query_wait_timeout", "pool_size"};
+/* The policy keys (DESIGN.md §8) and the autoscaling knobs (issue 5); SET persists them. */
+static const char *const settable_keys[] = {
+    "pause_after", "suspend_after",   "wake_timeout",    "query_wait_timeout", "pool_mode",
+    "pool_size",   "min_replicas",    "max_replicas",    "compute_units",      "replica_units",
+    "min_cu",      "max_cu",          "scale_window",    "scale_cooldown",     "cpu_high",
+    "cpu_low",     "max_replica_lag", "backup_schedule", "backup_keep",        "backup_max_age"};
+
 
 static const struct {
     const char *name;
@@ -42,6 +47,7 @@ static const struct {
     {"STATS", ADMINCMD_SHOW_STATS},       {"DATABASES", ADMINCMD_SHOW_DATABASES},
     {"COMPUTES", ADMINCMD_SHOW_COMPUTES},
     {"USAGE", ADMINCMD_SHOW_USAGE}, /* issue 5: usage ledger */
+    {"POLICY", ADMINCMD_SHOW_POLICY}, /* issue 5: persisted policy */
 };
 
 /* Commands made of one word. */
@@ -166,7 +172,10 @@ bool admincmd_settable(const char *key)
 
 const char *admincmd_settable_list(void)
 {
-    return "pause_after, suspend_after, wake_timeout, query_wait_timeout, pool_size";
+    return "pause_after, suspend_after, wake_timeout, query_wait_timeout, pool_mode, pool_size, "
+           "min_replicas, max_replicas, compute_units, replica_units, min_cu, max_cu, "
+           "scale_window, scale_cooldown, cpu_high, cpu_low, max_replica_lag, backup_schedule, "
+           "backup_keep, backup_max_age";
 }
 
 /* SHOW USAGE [DAY|HOUR] (issue 5: usage ledger). */
@@ -255,6 +264,23 @@ static int parse_kill(const struct lexer *lx, struct admincmd *out)
     return 0;
 }
 
+/* RESET key | RESET ALL (persisted policy, issue 5). */
+static int parse_reset(const struct lexer *lx, struct admincmd *out)
+{
+    if (lx->n != 2 || (lx->tok[1].kind != TOK_WORD && lx->tok[1].kind != TOK_DQUOTE))
+        return fail(out, "42601", "syntax error: expected RESET key (or RESET ALL)");
+    const char *k = lx->tok[1].text;
+    if (strcasecmp(k, "all") != 0 && !admincmd_settable(k))
+        return fail(out, "42704", "RESET cannot change \"%s\" (settable: %s)", k,
+                    admincmd_settable_list());
+    size_t i;
+    for (i = 0; k[i] != '\0'; i++)
+        out->key[i] = (char) tolower((unsigned char) k[i]);
+    out->key[i] = '\0';
+    out->kind = ADMINCMD_RESET;
+    return 0;
+}
+
 int admincmd_parse(const char *sql, struct admincmd *out)
 {
     memset(out, 0, sizeof(*out));
@@ -272,6 +298,8 @@ int admincmd_parse(const char *sql, struct admincmd *out)
         return parse_set(&lx, out);
     if (word_is(cmd, "KILL_CLIENT"))
         return parse_kill(&lx, out);
+    if (word_is(cmd, "RESET"))
+        return parse_reset(&lx, out);
     for (size_t i = 0; i < sizeof(bare_commands) / sizeof(bare_commands[0]); i++) {
         if (!word_is(cmd, bare_commands[i].name))
             continue;
@@ -308,6 +336,8 @@ const char *admincmd_tag(enum admincmd_kind kind)
         return "SUSPEND";
     case ADMINCMD_KILL_CLIENT:
         return "KILL_CLIENT";
+    case ADMINCMD_RESET:
+        return "RESET";
     }
     return "";
 }

@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 #include <time.h>
@@ -32,6 +33,8 @@
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
 #include "pgtide/server.h"
+#include "pgtide/state.h"
+#include "pgtide/store.h"
 
 /* c->auth_step while extended-protocol messages are being skipped up to Sync. No login step
    uses this value, and a logged-in client never reads auth_step again. */
@@ -187,8 +190,8 @@ static void show_help(struct client *c)
     static const char *const lines[] = {
         "SHOW HELP|VERSION|CONFIG|CLIENTS|SERVERS|POOLS|STATS|DATABASES|COMPUTES",
         "SHOW USAGE [DAY|HOUR]    CU-seconds per compute from the usage ledger",
-        "SET key = value          (pause_after, suspend_after, wake_timeout, "
-        "query_wait_timeout, pool_size)",
+        "SET key = value          change a policy key now and persist it (SHOW POLICY)",
+        "RESET key | RESET ALL    drop a persisted policy key (back to the configuration)",
         "PAUSE                    hold new queries",
         "RESUME                   release held queries",
         "WAKE                     start or thaw the primary compute",
@@ -570,9 +573,10 @@ static size_t server_count(const struct proxy *p)
 
 static void show_computes(struct client *c)
 {
-    static const char *const cols[] = {"role",    "state",         "pid",         "cu",
-                                       "started", "uptime",        "connections", "last_activity",
-                                       "starts",  "last_start_ms", "pause_method"};
+    static const char *const cols[] = {
+        "role",         "state",           "pid",           "cu",      "started",
+        "uptime",       "connections",     "last_activity", "starts",  "last_start_ms",
+        "pause_method", "cpu_enforcement", "cpu_quota",     "cpu_note"};
     struct proxy *p = c->proxy;
     struct rs rs;
     struct row r = {.n = 0};
@@ -592,6 +596,13 @@ static void show_computes(struct client *c)
         cell_i64(&r, info.last_start_ms);
         cell_str(&r, info.pause_method != NULL && info.pause_method[0] != '\0' ? info.pause_method
                                                                                : NULL);
+        /* compute units (issue 5): how the size is enforced */
+        cell_str(&r, info.cpu_enforcement);
+        if (info.cpu_limit > 0)
+            cell_fmt(&r, "%.2f", info.cpu_limit);
+        else
+            cell_str(&r, NULL);
+        cell_str(&r, info.cpu_why != NULL && info.cpu_why[0] != '\0' ? info.cpu_why : NULL);
         rs_row(&rs, &r);
     }
     rs_end(&rs);
@@ -646,6 +657,58 @@ static void show_usage(struct client *c, int by)
     free(rows);
 }
 
+/* ---- persisted policy (issue 5): SHOW POLICY, SET, RESET ------------------------------- */
+
+/* DATA/state/policy (malloc'd), or NULL when out of memory. */
+static char *policy_path(const struct proxy *p)
+{
+    return state_policy_path(p->store != NULL ? p->store->dir : p->cfg->data_dir);
+}
+
+struct policy_walk {
+    struct rs *rs;
+    struct row *r;
+    const struct state_policy *st;
+};
+
+static void policy_row(void *arg, const char *key, const char *value, const char *default_value,
+                       bool reloadable)
+{
+    struct policy_walk *w = arg;
+    if (!admincmd_settable(key))
+        return;
+    cell_str(w->r, key);
+    cell_str(w->r, value);
+    cell_str(w->r, state_policy_get(w->st, key) != NULL ? "state"
+                   : strcmp(value, default_value) == 0  ? "default"
+                                                        : "file");
+    cell_str(w->r, default_value);
+    rs_row(w->rs, w->r);
+}
+
+/* SHOW POLICY: every policy key with its value, where the value comes from (the built-in
+   default, the configuration file or -c, or the persisted state) and the default. */
+static void show_policy(struct client *c)
+{
+    static const char *const cols[] = {"key", "value", "source", "default"};
+    char err[512];
+    struct state_policy st;
+    char *path = policy_path(c->proxy);
+    if (path == NULL || state_policy_load(path, &st, err, sizeof(err)) != 0) {
+        answer_error(c, "58030", "%s", path != NULL ? err : "out of memory");
+        free(path);
+        return;
+    }
+    free(path);
+    struct rs rs;
+    struct row r = {.n = 0};
+    struct policy_walk w = {&rs, &r, &st};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    config_foreach(c->proxy->cfg, policy_row, &w);
+    rs_end(&rs);
+    state_policy_free(&st);
+}
+
 static void do_show(struct client *c, enum admincmd_show what)
 {
     switch (what) {
@@ -678,6 +741,9 @@ static void do_show(struct client *c, enum admincmd_show what)
         break;
     case ADMINCMD_SHOW_USAGE: /* issue 5: reached with its argument from run() */
         show_usage(c, 0);
+        break;
+    case ADMINCMD_SHOW_POLICY:
+        show_policy(c);
         break;
     }
 }
@@ -778,22 +844,26 @@ static void do_suspend(struct client *c)
     }
 }
 
-/* SET key = value: a new snapshot with one key changed, swapped in as a reload would. */
+/* SET key = value: validated on a new snapshot with one key changed, written durably to
+   DATA/state/policy, then swapped in as a reload would (persisted policy, issue 5). */
 static void do_set(struct client *c, const char *key, const char *value)
 {
     struct proxy *p = c->proxy;
     char err[512];
-    struct config *cfg = config_copy(p->cfg);
+    struct config *cfg = state_policy_check(p->cfg, key, value, err, sizeof(err));
     if (cfg == NULL) {
-        answer_error(c, "53200", "out of memory");
-        return;
-    }
-    if (config_set(cfg, key, value, err, sizeof(err)) != 0 ||
-        config_validate(cfg, err, sizeof(err)) != 0) {
-        config_unref(cfg);
         answer_error(c, "22023", "%s", err);
         return;
     }
+    char *path = policy_path(p);
+    if (path == NULL || state_policy_persist(path, key, value, NULL, err, sizeof(err)) != 0) {
+        answer_error(c, "58030", "SET %s was not applied: %s", key,
+                     path != NULL ? err : "out of memory");
+        free(path);
+        config_unref(cfg);
+        return;
+    }
+    free(path);
     proxy_reload(p, cfg);
     config_unref(cfg); /* proxy_reload took its own reference */
     if (p->primary != NULL)
@@ -803,6 +873,40 @@ static void do_set(struct client *c, const char *key, const char *value)
     snprintf(what, sizeof(what), "SET %s = '%s'", key, value);
     log_action(c, what);
     answer_done(c, "SET");
+}
+
+/* RESET key | RESET ALL: removes the key from DATA/state/policy, then reloads so that the
+   configuration's value (file, -c, else the default) applies again. */
+static void do_reset(struct client *c, const char *key)
+{
+    struct proxy *p = c->proxy;
+    char err[512] = "";
+    char *path = policy_path(p);
+    if (path == NULL || state_policy_persist(path, key, NULL, NULL, err, sizeof(err)) != 0) {
+        answer_error(c, "58030", "RESET %s was not applied: %s", key,
+                     path != NULL ? err : "out of memory");
+        free(path);
+        return;
+    }
+    free(path);
+    char what[ADMINCMD_TOKEN_MAX + 16];
+    snprintf(what, sizeof(what), "RESET %s", key);
+    log_action(c, what);
+    if (p->on_reload == NULL) {
+        answer_error(c, "55000", "RESET %s was saved; it applies at the next start", key);
+        return;
+    }
+    if (p->on_reload(p, err, sizeof(err)) != 0) {
+        if (!gone(c))
+            answer_error(c, "22023",
+                         "RESET %s was saved, but the configuration could not be "
+                         "reloaded: %s",
+                         key, err);
+        return;
+    }
+    proxy_idle_check(p);
+    if (!gone(c))
+        answer_done(c, "RESET");
 }
 
 static void do_reload(struct client *c)
@@ -880,6 +984,9 @@ static void run(struct client *c, const struct admincmd *cmd)
         break;
     case ADMINCMD_KILL_CLIENT:
         do_kill(c, cmd->client_id);
+        break;
+    case ADMINCMD_RESET:
+        do_reset(c, cmd->key);
         break;
     }
 }

@@ -21,7 +21,8 @@ enum admincmd_kind {
     ADMINCMD_SHUTDOWN,
     ADMINCMD_WAKE,
     ADMINCMD_SUSPEND,
-    ADMINCMD_KILL_CLIENT
+    ADMINCMD_KILL_CLIENT,
+    ADMINCMD_RESET /* persisted policy (issue 5): RESET key | RESET ALL; key in admincmd.key */
 };
 
 enum admincmd_show {
@@ -34,7 +35,8 @@ enum admincmd_show {
     ADMINCMD_SHOW_STATS,
     ADMINCMD_SHOW_DATABASES,
     ADMINCMD_SHOW_COMPUTES,
-    ADMINCMD_SHOW_USAGE /* usage ledger (issue 5): SHOW USAGE [DAY|HOUR], see usage_by */
+    ADMINCMD_SHOW_USAGE, /* usage ledger (issue 5): SHOW USAGE [DAY|HOUR], see usage_by */
+    ADMINCMD_SHOW_POLICY /* persisted policy (issue 5) */
 };
 
 #define ADMINCMD_TOKEN_MAX 256 /* longest word or quoted value, NUL included */
@@ -58,8 +60,10 @@ struct admincmd {
    "C-<n>" as in the logs). The value of SET is not checked here (config_set does that). */
 int admincmd_parse(const char *sql, struct admincmd *out) __attribute__((warn_unused_result));
 
-/* True when SET may change key on a running proxy (pause_after, suspend_after, wake_timeout,
-   query_wait_timeout, pool_size). key is matched case-insensitively. */
+/* True when SET (and RESET) may change key on a running proxy: the policy keys of DESIGN.md §8
+   plus query_wait_timeout, scale_window, scale_cooldown, cpu_high and cpu_low (see
+   admincmd_settable_list). key is matched case-insensitively. */
+
 bool admincmd_settable(const char *key);
 
 /* The keys SET accepts, as one comma-separated static string (for messages and SHOW HELP). */

@@ -116,7 +116,7 @@ static const struct bad_case bad_cases[] = {
     {"SHOW;", "42601", "SHOW needs an object"},
     {"SHOW FOO", "42704", "\"FOO\""},
     {"SHOW 'clients'", "42704", "\"clients\""},
-    {"SHOW POLICY", "42704", "\"POLICY\""},
+    {"SHOW POLICIES", "42704", "\"POLICIES\""},
     {"SHOW HELP please", "42601", "\"please\""},
     {"SHOW HELP; SHOW VERSION", "42601", "one command per query"},
     {"PAUSE; x", "42601", "one command per query"},
@@ -214,7 +214,7 @@ START_TEST(test_settable)
 {
     static const char *const yes[] = {"pause_after",        "suspend_after", "wake_timeout",
                                       "query_wait_timeout", "pool_size",     "POOL_SIZE"};
-    static const char *const no[] = {"listen_port", "pool_mode", "", "pool_size ", "pause"};
+    static const char *const no[] = {"listen_port", "compute_user", "", "pool_size ", "pause"};
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
         ck_assert_msg(admincmd_settable(yes[i]), "%s", yes[i]);
         if (i < 5)
@@ -272,6 +272,42 @@ START_TEST(test_show_usage)
 }
 END_TEST
 
+/* persisted policy (issue 5): SHOW POLICY, RESET, the policy keys SET accepts */
+START_TEST(test_policy_commands)
+{
+    struct admincmd cmd;
+    ck_assert_int_eq(admincmd_parse("SHOW POLICY;", &cmd), 0);
+    ck_assert_int_eq(cmd.kind, ADMINCMD_SHOW);
+    ck_assert_int_eq(cmd.show, ADMINCMD_SHOW_POLICY);
+    ck_assert_str_eq(admincmd_show_name(ADMINCMD_SHOW_POLICY), "POLICY");
+    ck_assert_int_eq(admincmd_parse("reset Max_CU;", &cmd), 0);
+    ck_assert_int_eq(cmd.kind, ADMINCMD_RESET);
+    ck_assert_str_eq(cmd.key, "max_cu");
+    ck_assert_str_eq(admincmd_tag(ADMINCMD_RESET), "RESET");
+    ck_assert_int_eq(admincmd_parse("RESET ALL", &cmd), 0);
+    ck_assert_str_eq(cmd.key, "all");
+    ck_assert_int_eq(admincmd_parse("RESET", &cmd), -1);
+    ck_assert_str_eq(cmd.sqlstate, "42601");
+    ck_assert_int_eq(admincmd_parse("RESET a b", &cmd), -1);
+    ck_assert_str_eq(cmd.sqlstate, "42601");
+    ck_assert_int_eq(admincmd_parse("RESET listen_port", &cmd), -1);
+    ck_assert_str_eq(cmd.sqlstate, "42704");
+    ck_assert_ptr_nonnull(strstr(cmd.message, "\"listen_port\""));
+    static const char *const keys[] = {
+        "pause_after",     "suspend_after",   "wake_timeout",   "pool_mode",     "pool_size",
+        "min_replicas",    "max_replicas",    "compute_units",  "replica_units", "min_cu",
+        "max_cu",          "scale_window",    "scale_cooldown", "cpu_high",      "cpu_low",
+        "max_replica_lag", "backup_schedule", "backup_keep",    "backup_max_age"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "SET %s = '1'", keys[i]);
+        ck_assert_msg(admincmd_parse(sql, &cmd) == 0, "%s: %s", sql, cmd.message);
+        ck_assert_str_eq(cmd.key, keys[i]);
+        ck_assert_ptr_nonnull(strstr(admincmd_settable_list(), keys[i]));
+    }
+}
+END_TEST
+
 static Suite *admincmd_suite(void)
 {
     Suite *s = suite_create("admincmd");
@@ -282,6 +318,7 @@ static Suite *admincmd_suite(void)
     tcase_add_test(tc, test_reset_between_calls);
     tcase_add_test(tc, test_settable);
     tcase_add_test(tc, test_names);
+    tcase_add_test(tc, test_policy_commands);
     tcase_add_test(tc, test_show_usage);
     suite_add_tcase(s, tc);
     return s;
