@@ -314,19 +314,24 @@ int account_usage(struct account *a, enum usage_by by, struct usage_row **rows, 
 
 /* ---- pgtide usage ------------------------------------------------------------------------- */
 
+#define USAGE_MAX_OVERRIDES 32
+
 struct usage_opts {
     const char *data_dir, *conf_file, *format;
+    const char *overrides[USAGE_MAX_OVERRIDES]; /* -c name=value (paused_rate, ...) */
+    int noverrides;
     struct usage_params p;
 };
 
 static void usage_help(FILE *f)
 {
     fprintf(f,
-            "usage: pgtide usage -D DATA [-f FILE] [--since T] [--until T]\n"
+            "usage: pgtide usage -D DATA [-f FILE] [-c name=value] [--since T] [--until T]\n"
             "                    [--format csv|json|table] [--by hour|day] [--per compute|role]\n"
             "T: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (UTC) or seconds since the epoch.\n"
             "Prints compute-unit-seconds per compute from DATA/state/ledger-*; paused time is\n"
-            "billed at paused_rate, each interval rounded up to whole seconds.\n");
+            "billed at paused_rate, each interval rounded up to whole seconds (paused_rate and\n"
+            "usage_minimum_charge from DATA/pgtide.conf or -f, then -c).\n");
 }
 
 static int parse_usage_args(int argc, char **argv, struct usage_opts *o)
@@ -340,7 +345,7 @@ static int parse_usage_args(int argc, char **argv, struct usage_opts *o)
                                              {NULL, 0, NULL, 0}};
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "D:f:h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "D:f:c:h", longopts, NULL)) != -1) {
         const char *bad = NULL;
         switch (ch) {
         case 'D':
@@ -348,6 +353,12 @@ static int parse_usage_args(int argc, char **argv, struct usage_opts *o)
             break;
         case 'f':
             o->conf_file = optarg;
+            break;
+        case 'c':
+            if (o->noverrides == USAGE_MAX_OVERRIDES)
+                bad = "fewer -c options";
+            else
+                o->overrides[o->noverrides++] = optarg;
             break;
         case 's':
         case 'u':
@@ -405,7 +416,7 @@ static bool daemon_running(const char *data_dir)
     return held;
 }
 
-/* Reads DATA/pgtide.conf (or -f) for paused_rate and usage_minimum_charge. */
+/* Reads DATA/pgtide.conf (or -f), then -c, for paused_rate and usage_minimum_charge. */
 static int load_rates(struct usage_opts *o)
 {
     struct config *cfg = config_new_defaults();
@@ -422,6 +433,13 @@ static int load_rates(struct usage_opts *o)
         fprintf(stderr, "pgtide usage: %s\n", err);
         config_unref(cfg);
         return -1;
+    }
+    for (int i = 0; i < o->noverrides; i++) {
+        if (config_set_arg(cfg, o->overrides[i], err, sizeof(err)) != 0) {
+            fprintf(stderr, "pgtide usage: %s\n", err);
+            config_unref(cfg);
+            return -1;
+        }
     }
     o->p.paused_rate = cfg->paused_rate;
     o->p.minimum_charge_ms = cfg->usage_minimum_charge;
