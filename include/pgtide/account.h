@@ -87,7 +87,8 @@ int account_usage(struct account *a, enum usage_by by, struct usage_row **rows, 
                   size_t errlen) __attribute__((warn_unused_result));
 
 /* `pgtide usage -D DATA [-f FILE] [-c name=value] [--since T] [--until T]
-   [--format csv|json|table] [--by hour|day] [--per compute|role]`: argv[0] is "usage". Read-only; works while pgtide
-   runs and after a crash (a torn tail is skipped). Times are "YYYY-MM-DD", "YYYY-MM-DDTHH:MM[:SS]"
-   (UTC) or seconds since the epoch. Returns the process exit status. */
+   [--format csv|json|table] [--by hour|day] [--per compute|role]`: argv[0] is "usage".
+   Read-only; works while pgtide runs and after a crash (a torn tail is skipped). Times are
+   "YYYY-MM-DD", "YYYY-MM-DDTHH:MM[:SS]" (UTC) or seconds since the epoch. Returns the process
+   exit status. */
 int account_usage_main(int argc, char **argv);
