@@ -109,7 +109,9 @@ class Tide:
     def start(self, settings):
         """Starts pgtide (again) with settings, waits for the password and a first login."""
         self.port = free_port()
-        self.settings = dict(settings)
+        # no metrics endpoint unless asked: its default port is shared by every instance
+        self.settings = {"metrics_listen": ""}
+        self.settings.update(settings)
         args = [PGTIDE_BIN, "-D", self.data, "-c", f"listen_port={self.port}",
                 "-c", f"unix_socket_dir={self.sock}"]
         for k, v in self.settings.items():
