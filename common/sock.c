@@ -116,6 +116,11 @@ int sock_tls_handshake(struct sock *s, bool accept)
 void sock_close(struct sock *s)
 {
     if (s->ssl != NULL) {
+        /* best effort close_notify, so the peer sees an orderly TLS close; never waits */
+        if (SSL_is_init_finished(s->ssl)) {
+            ERR_clear_error();
+            (void) SSL_shutdown(s->ssl);
+        }
         SSL_free(s->ssl);
         s->ssl = NULL;
     }

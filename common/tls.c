@@ -129,6 +129,8 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, const c
     char what[300];
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx != NULL)
+        SSL_CTX_set_read_ahead(ctx, 1); /* one read(2) per batch of records, not two per record */
     if (ctx == NULL) {
         set_ssl_err(err, errlen, "could not create TLS server context");
         return NULL;
@@ -178,6 +180,8 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, int sslmode, char *err, size_t 
 {
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx != NULL)
+        SSL_CTX_set_read_ahead(ctx, 1);
     if (ctx == NULL) {
         set_ssl_err(err, errlen, "could not create TLS client context");
         return NULL;

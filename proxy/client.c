@@ -202,7 +202,7 @@ void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
     c->close_pending = true;
     c->close_reason = "fatal error";
     ev_timer_stop(c->proxy->loop, &c->timer);
-    io_set(c->proxy->loop, &c->conn.rio, false);
+    relay_read_on(c->proxy->loop, &c->conn, false);
     (void) flush_out(c);
     /* if the socket is slow the write watcher finishes the job; bound it */
     if (c->state != CLIENT_CLOSING && c->close_pending)
@@ -321,7 +321,7 @@ void client_pump(struct client *c)
     }
     /* PAUSE on the console holds new requests of idle sessions */
     if (p->paused && s->in_flight == 0 && s->txn == 'I') {
-        io_set(p->loop, &c->conn.rio, false);
+        relay_read_on(p->loop, &c->conn, false);
         return;
     }
     enum relay_status st =
@@ -332,11 +332,11 @@ void client_pump(struct client *c)
     switch (st) {
     case RELAY_OK:
         io_set(p->loop, &s->conn.wio, false);
-        io_set(p->loop, &c->conn.rio, true);
+        relay_read_on(p->loop, &c->conn, true);
         relay_release_idle(&c->conn);
         break;
     case RELAY_BLOCKED:
-        io_set(p->loop, &c->conn.rio, false);
+        relay_read_on(p->loop, &c->conn, false);
         io_set(p->loop, &s->conn.wio, true);
         break;
     case RELAY_STOPPED:
@@ -774,7 +774,13 @@ static void startup_packet(struct client *c, const uint8_t *p, uint32_t len)
 {
     struct pkt_startup st;
     if (pkt_parse_startup(p, len, &st) != PKT_OK) {
-        client_fatal(c, "08P01", "invalid startup packet");
+        uint32_t major = st.code >> 16;
+        if (major != 3 && st.code != PKT_CODE_SSL && st.code != PKT_CODE_GSSENC &&
+            st.code != PKT_CODE_CANCEL)
+            client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
+                         major, st.code & 0xffff);
+        else
+            client_fatal(c, "08P01", "invalid startup packet");
         return;
     }
     switch (st.code) {
@@ -892,7 +898,7 @@ static void tls_step(struct client *c)
     int r = sock_tls_handshake(&c->conn.sock, true);
     if (r == SOCK_AGAIN) {
         io_set(c->proxy->loop, &c->conn.wio, c->conn.sock.want_write);
-        io_set(c->proxy->loop, &c->conn.rio, true);
+        relay_read_on(c->proxy->loop, &c->conn, true);
         return;
     }
     if (r != 1) {
@@ -906,11 +912,20 @@ static void tls_step(struct client *c)
     client_set_state(c, CLIENT_STARTUP);
 }
 
+static void read_step(struct client *c);
+
 static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void) loop;
     (void) revents;
     struct client *c = container_of(w, struct client, conn.rio);
+    read_step(c);
+    /* TLS may hold decrypted bytes the socket will not signal again */
+    if (c->state != CLIENT_CLOSING && ev_is_active(w))
+        relay_read_on(loop, &c->conn, true);
+}
+
+static void read_step(struct client *c)
+{
     if (c->state == CLIENT_TLS) {
         tls_step(c);
         if (c->state != CLIENT_STARTUP)
@@ -960,7 +975,7 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
     default:
         /* LOOKUP, HELD, WAITING: keep what arrives; stop reading when the buffer is full */
         if (c->conn.in != NULL && buf_space(c->conn.in) == 0 && c->conn.in->rpos == 0)
-            io_set(c->proxy->loop, &c->conn.rio, false);
+            relay_read_on(c->proxy->loop, &c->conn, false);
         break;
     }
 }
@@ -1085,7 +1100,7 @@ void client_park(struct client *c)
 {
     client_set_state(c, CLIENT_IDLE);
     relay_release_idle(&c->conn);
-    io_set(c->proxy->loop, &c->conn.rio, true);
+    relay_read_on(c->proxy->loop, &c->conn, true);
     if (log_enabled(LOG_LVL_DEBUG))
         CLOG(LOG_LVL_DEBUG, c, "parked");
 }

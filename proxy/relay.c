@@ -24,6 +24,19 @@ void relay_conn_close(struct conn *c)
     sock_close(&c->sock);
 }
 
+void relay_read_on(struct ev_loop *loop, struct conn *c, bool on)
+{
+    if (!on) {
+        if (ev_is_active(&c->rio))
+            ev_io_stop(loop, &c->rio);
+        return;
+    }
+    if (!ev_is_active(&c->rio))
+        ev_io_start(loop, &c->rio);
+    if (c->sock.ssl != NULL && SSL_pending(c->sock.ssl) > 0)
+        ev_feed_event(loop, &c->rio, EV_READ);
+}
+
 bool relay_has_pending(const struct conn *c)
 {
     return c->in != NULL && buf_len(c->in) > 0;

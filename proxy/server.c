@@ -163,9 +163,9 @@ void server_flush(struct server *s)
     if (flush_out(s)) {
         io_set(proxy_of(s)->loop, &s->conn.wio, false);
         if (c != NULL && c->state == CLIENT_ACTIVE && !c->close_pending)
-            io_set(proxy_of(s)->loop, &c->conn.rio, true);
+            relay_read_on(proxy_of(s)->loop, &c->conn, true);
     } else if (s->state != SERVER_CLOSING && c != NULL) {
-        io_set(proxy_of(s)->loop, &c->conn.rio, false); /* back-pressure */
+        relay_read_on(proxy_of(s)->loop, &c->conn, false); /* back-pressure */
     }
 }
 
@@ -564,7 +564,7 @@ void server_pump(struct server *s)
     for (;;) {
         if (c->out_off < c->out_builder.len) {
             /* pgtide's own bytes to the client go first */
-            io_set(p->loop, &s->conn.rio, false);
+            relay_read_on(p->loop, &s->conn, false);
             client_want_write(c);
             return;
         }
@@ -581,13 +581,13 @@ void server_pump(struct server *s)
     switch (st) {
     case RELAY_OK:
     case RELAY_STOPPED:
-        io_set(p->loop, &s->conn.rio, true);
+        relay_read_on(p->loop, &s->conn, true);
         relay_release_idle(&s->conn);
         if (txn)
             (void) txn_after_server_pump(s);
         break;
     case RELAY_BLOCKED:
-        io_set(p->loop, &s->conn.rio, false);
+        relay_read_on(p->loop, &s->conn, false);
         client_want_write(c);
         break;
     case RELAY_BAD_INPUT:
@@ -614,7 +614,7 @@ static void connected(struct server *s)
         return;
     }
     io_set(p->loop, &s->conn.wio, false);
-    io_set(p->loop, &s->conn.rio, true);
+    relay_read_on(p->loop, &s->conn, true);
     if (!s->is_unix && p->tls_client != NULL) {
         pkt_write_ssl_request(server_out(s));
         server_set_state(s, SERVER_TLS_REQ);
@@ -667,11 +667,20 @@ static void tls_step(struct server *s)
     send_startup(s);
 }
 
+static void read_step(struct server *s);
+
 static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void) loop;
     (void) revents;
     struct server *s = container_of(w, struct server, conn.rio);
+    read_step(s);
+    /* TLS may hold decrypted bytes the socket will not signal again */
+    if (s->state != SERVER_CLOSING && ev_is_active(w))
+        relay_read_on(loop, &s->conn, true);
+}
+
+static void read_step(struct server *s)
+{
     if (s->state == SERVER_TLS_REQ) {
         tls_answer(s);
         if (s->state != SERVER_TLS)
@@ -911,7 +920,7 @@ void server_release(struct server *s)
     }
     pkt_write_query(server_out(s), reset);
     s->in_flight = 1;
-    io_set(p->loop, &s->conn.rio, true);
+    relay_read_on(p->loop, &s->conn, true);
     (void) flush_out(s);
 }
 
@@ -924,7 +933,7 @@ void server_snapshot(struct server *s)
     server_set_state(s, SERVER_PARK);
     pkt_write_query(server_out(s), park_snapshot_sql);
     s->in_flight = 1;
-    io_set(proxy_of(s)->loop, &s->conn.rio, true);
+    relay_read_on(proxy_of(s)->loop, &s->conn, true);
     (void) flush_out(s);
 }
 

@@ -62,6 +62,11 @@ enum relay_status relay_pump(struct conn *src, struct sock *dst, uint32_t max_le
 #define RELAY_READ_NOMEM (-4)
 ssize_t relay_read(struct conn *c);
 
+/* Starts or stops reading from c. While TLS holds decrypted bytes that the socket no longer
+   signals (a record larger than the buffer's room, or read-ahead), a read event is fed so that
+   they are not left waiting for the next packet. */
+void relay_read_on(struct ev_loop *loop, struct conn *c, bool on);
+
 /* True when c holds bytes that were read but not yet forwarded. */
 bool relay_has_pending(const struct conn *c);
 
