@@ -11,8 +11,10 @@
 #include "pgtide/cgroup.h"
 #include "pgtide/log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <inttypes.h>
 #include <math.h>
@@ -240,11 +242,44 @@ static int cgroup_create_v2(struct cgroup_cpu *g, const char *name)
     return 0;
 }
 
+/* Removes empty groups "pgtide-PID-..." beside dir whose pgtide PID is gone (left behind by a
+   pgtide that was killed). rmdir fails, harmlessly, on a group that still has processes. */
+static void cgroup_sweep_stale(const char *dir)
+{
+    char parent[CGROUP_PATH_MAX];
+    snprintf(parent, sizeof(parent), "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash == NULL)
+        return;
+    *slash = '\0';
+    DIR *d = opendir(parent);
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        char *end;
+        if (strncmp(de->d_name, "pgtide-", 7) != 0)
+            continue;
+        long pid = strtol(de->d_name + 7, &end, 10);
+        if (pid <= 0 || *end != '-' || pid == (long) getpid() || kill((pid_t) pid, 0) == 0 ||
+            errno != ESRCH)
+            continue;
+        char stale[CGROUP_PATH_MAX + 300];
+        snprintf(stale, sizeof(stale), "%s/%s", parent, de->d_name);
+        if (rmdir(stale) == 0)
+            log_debug("cgroup: removed %s, left by pgtide pid %ld", stale, pid);
+    }
+    if (d != NULL)
+        closedir(d);
+}
+
 int cgroup_cpu_create(struct cgroup_cpu *g, const char *name)
 {
     memset(g, 0, sizeof(*g));
-    if (cgroup_create_v1(g, name) == 0 || cgroup_create_v2(g, name) == 0)
+    if (cgroup_create_v1(g, name) == 0 || cgroup_create_v2(g, name) == 0) {
+        cgroup_sweep_stale(g->dir);
+        if (g->acct_dir[0] != '\0')
+            cgroup_sweep_stale(g->acct_dir);
         return 0;
+    }
     g->kind = CGROUP_NONE;
     g->dir[0] = g->acct_dir[0] = '\0';
     return -1;

@@ -28,7 +28,9 @@ struct cgroup_cpu {
 /* Creates (or reuses, when it exists) the group "name" next to pgtide's own cgroup, trying v1
    then v2, and checks that its quota file is writable. On success g->kind is V1 or V2 and 0 is
    returned; otherwise g->kind is NONE, g->why says why (e.g. "cgroup v1 cpu: mkdir
-   /sys/fs/cgroup/cpu/x: Permission denied") and -1 is returned. Blocking (a few small files). */
+   /sys/fs/cgroup/cpu/x: Permission denied") and -1 is returned. Empty groups "pgtide-PID-..."
+   beside it whose pgtide PID no longer exists (a killed pgtide) are removed. Blocking (a few
+   small files). */
 int cgroup_cpu_create(struct cgroup_cpu *g, const char *name) __attribute__((warn_unused_result));
 
 /* Moves the calling process into the group (both hierarchies for v1 with cpuacct apart).
