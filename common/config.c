@@ -252,6 +252,13 @@ static const struct key_def keys[] = {
     {"database_pool_modes", KT_STRING, F(database_pool_modes), "", true, 0, 0, NULL,
      check_pool_mode_map},
     {"user_pool_modes", KT_STRING, F(user_pool_modes), "", true, 0, 0, NULL, check_pool_mode_map},
+    /* WAL archiving and backups (issue 7) */
+    {"archive_timeout", KT_DURATION, F(archive_timeout), "1min", true, 0, DAY_MS, NULL, NULL},
+    {"wal_compression_level", KT_INT, F(wal_compression_level), "0", true, 0, 22, NULL, NULL},
+    {"backup_schedule", KT_STRING, F(backup_schedule), "", true, 0, 0, NULL, NULL},
+    {"backup_timezone", KT_STRING, F(backup_timezone), "UTC", true, 0, 0, NULL, NULL},
+    {"backup_keep", KT_INT, F(backup_keep), "7", true, 0, 100000, NULL, NULL},
+    {"backup_max_age", KT_DURATION, F(backup_max_age), "0", true, 0, MAX_DURATION, NULL, NULL},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

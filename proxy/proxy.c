@@ -6,6 +6,7 @@
  * a periodic tick that measures how busy the data plane is and asks the compute to pause or
  * suspend.
  */
+#include "pgtide/backup.h"
 #include "pgtide/proxy.h"
 
 #include <errno.h>
@@ -363,6 +364,8 @@ static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
     measure(p, &in.active_queries, &in.unparkable_sessions);
     if (!list_empty(&p->held))
         in.active_queries++;
+    if (backup_in_progress())
+        in.active_queries++; /* issue 7: a basebackup holds the compute awake */
     switch (policy_idle(&in)) {
     case POLICY_PAUSE:
         if (compute_pause(p->primary) != 0)

@@ -602,8 +602,42 @@ static void compute_exec_child(const struct compute *c, char *const argv[])
     _exit(127);
 }
 
+/* WAL archiving (issue 7): archive_mode=on, archive_command and restore_command running
+   `pgtide wal-push` / `wal-fetch` (this binary) over DATA/wal, and archive_timeout. Fills
+   bufs[0..2], appends 8 argv entries and returns the new count (unchanged when the paths do
+   not fit: archiving is then off, with a warning). */
+static int compute_archive_args(const struct compute *c, char *argv[], int a, char (*bufs)[640])
+{
+    char self[512], data[512];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0 || c->st == NULL || realpath(c->st->dir, data) == NULL) {
+        log_warn("compute %s: WAL archiving off (cannot resolve pgtide's path or DATA)",
+                 compute_role_name(c->role));
+        return a;
+    }
+    self[n] = '\0';
+    char level[16] = "";
+    if (c->cfg->wal_compression_level > 0)
+        snprintf(level, sizeof(level), " -z %d", c->cfg->wal_compression_level);
+    int k1 = snprintf(bufs[0], 640, "archive_command='%s' wal-push %%p %%f -D '%s'%s", self, data,
+                      level);
+    int k2 = snprintf(bufs[1], 640, "restore_command='%s' wal-fetch %%f %%p -D '%s'", self, data);
+    if (k1 >= 640 || k2 >= 640) {
+        log_warn("compute %s: WAL archiving off (paths too long)", compute_role_name(c->role));
+        return a;
+    }
+    snprintf(bufs[2], 640, "archive_timeout=%llds",
+             (long long) ((c->cfg->archive_timeout + 999) / 1000));
+    char *set[] = {"archive_mode=on", bufs[0], bufs[1], bufs[2]};
+    for (int i = 0; i < 4; i++) {
+        argv[a++] = "-c";
+        argv[a++] = set[i];
+    }
+    return a;
+}
+
 /* The postmaster's command line (strings in bufs, 9 -c settings). */
-static void compute_build_argv(const struct compute *c, char *argv[24], char bufs[8][640],
+static void compute_build_argv(const struct compute *c, char *argv[32], char bufs[8][640],
                                char *postgres)
 {
     double cu = c->cu > 0 ? c->cu : 1.0;
@@ -634,6 +668,7 @@ static void compute_build_argv(const struct compute *c, char *argv[24], char buf
         argv[a++] = "-c";
         argv[a++] = (char *) fixed[i];
     }
+    a = compute_archive_args(c, argv, a, bufs + 5); /* WAL archiving (issue 7) */
     argv[a] = NULL;
 }
 
@@ -685,7 +720,7 @@ static void compute_start(struct compute *c)
         set_state(c, COMPUTE_FAILED);
         return;
     }
-    char *argv[24], bufs[8][640], postgres[4096];
+    char *argv[32], bufs[8][640], postgres[4096];
     compute_build_argv(c, argv, bufs, postgres);
     pid_t pid = fork();
     if (pid < 0) {

@@ -548,7 +548,8 @@ static char *store_write_pwfile(const struct store *st, const char *password)
 static int store_finish_cluster(struct store *st, const char *password, char *err, size_t errlen)
 {
     static const char hba[] = "# pgtide: only pgtide reaches the compute, over DATA/run.\n"
-                              "local all all trust\n";
+                              "local all all trust\n"
+                              "local replication all trust\n"; /* pg_basebackup (issue 7) */
     char *hba_path = store_path(st, "primary/pg_hba.conf");
     char *pw_path = store_path(st, "initial-password");
     uid_t uid = st->as_root ? st->uid : (uid_t) -1;

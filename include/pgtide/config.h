@@ -107,6 +107,13 @@ struct config {
     int max_prepared_statements; /* 200: per server connection (LRU); 0 = unbounded */
     char *database_pool_modes;   /* "" or "db=mode,db2=mode": pool_mode per database */
     char *user_pool_modes;       /* "" or "user=mode,...": per user (wins over database) */
+    /* WAL archiving and backups (issue 7) */
+    int64_t archive_timeout;   /* ms, 60s: a running compute switches WAL at least this often */
+    int wal_compression_level; /* 0 (off) .. 22: zstd level of archived WAL */
+    char *backup_schedule;     /* "" = none; cron (5 fields or @daily ...) */
+    char *backup_timezone;     /* "UTC": zone backup_schedule is read in */
+    int backup_keep;           /* 7: complete backups kept; 0 = no count limit */
+    int64_t backup_max_age;    /* ms, 0 = no age limit */
 };
 
 /* Returns a new snapshot holding every default, refcount 1, or NULL when out of memory. */

@@ -25,6 +25,7 @@ struct userlist;
 struct authdb;
 struct account;
 struct metrics;
+struct backupctl;
 struct txn_registry;
 
 #define PROXY_MAX_LISTENERS  16
@@ -89,6 +90,7 @@ struct proxy {
     /* usage accounting and metrics (issue 5), set by main; NULL when absent or off */
     struct account *account; /* SHOW USAGE */
     struct metrics *metrics; /* wait-time histogram, Prometheus endpoint */
+    struct backupctl *backups; /* backups (issue 7), set by main; NULL when off (static) */
 };
 
 /* Builds the context: TLS contexts (a self-signed certificate in DATA when none is configured),

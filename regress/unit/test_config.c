@@ -650,6 +650,12 @@ START_TEST(test_foreach)
         "max_prepared_statements",
         "database_pool_modes",
         "user_pool_modes",
+        "archive_timeout",
+        "wal_compression_level",
+        "backup_schedule",
+        "backup_timezone",
+        "backup_keep",
+        "backup_max_age",
     };
     size_t n = sizeof(expected) / sizeof(expected[0]);
     struct config *c = config_new_defaults();
