@@ -28,6 +28,7 @@ now() { date +%s.%N; }
 rate() { /usr/bin/python3 -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); print('%6.1f s  %7.1f MB/s' % (t, float(sys.argv[3])/t))" "$@"; }
 echo "database: $MB MB"
 # running: pg_basebackup alone, then pgtide's basebackup
+mkdir "$TMP/pgbb"; chown postgres: "$TMP/pgbb"
 t0=$(now); runuser -u postgres -- $PGBIN/pg_basebackup -D "$TMP/pgbb" -h "$D/run" -p 5432 -U postgres -X stream -c fast; t1=$(now)
 echo "pg_basebackup alone:            $(rate $t0 $t1 $MB)"; rm -rf "$TMP/pgbb"
 t0=$(now); $PSQL -d pgtide -c BACKUP; t1=$(now)
