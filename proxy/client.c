@@ -9,6 +9,7 @@
 #include "pgtide/client.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
@@ -273,31 +274,72 @@ void client_free(struct client *c)
 static bool client_wants(void *arg, uint8_t t)
 {
     (void) arg;
-    return t == 'X';
-}
-
-static enum relay_verdict client_message(void *arg, uint8_t t, const uint8_t *body, uint32_t blen)
-{
-    struct client *c = arg;
-    (void) body;
-    (void) blen;
-    if (t == 'X') {
-        client_close(c, "client terminated");
-        return RELAY_STOP;
-    }
-    return RELAY_FORWARD;
+    return t == 'X' || t == 'Q';
 }
 
 /* Every Query, Sync and FunctionCall gets exactly one ReadyForQuery back. */
-static void client_header(void *arg, uint8_t t, uint32_t len)
+static void count_request(struct client *c, uint8_t t)
 {
-    struct client *c = arg;
-    (void) len;
     if ((t == 'Q' || t == 'S' || t == 'F') && c->server != NULL) {
         if (c->server->in_flight++ == 0)
             c->request_ms = proxy_now_ms();
         c->park_blocker[0] = '\0'; /* whatever held the session may be gone: check again */
     }
+}
+
+/* Custom settings ("SET app.tenant = ...") are invisible to pg_settings: remember their names
+   from the session's simple queries, so that parking can carry them. */
+static void note_custom_set(struct client *c, const char *sql, uint32_t len)
+{
+    const char *p = sql, *end = sql + len;
+    while (p < end && isspace((unsigned char) *p))
+        p++;
+    if (end - p < 5 || strncasecmp(p, "set", 3) != 0 || !isspace((unsigned char) p[3]))
+        return;
+    p += 4;
+    while (p < end && isspace((unsigned char) *p))
+        p++;
+    if (end - p > 8 && strncasecmp(p, "session", 7) == 0 && isspace((unsigned char) p[7]))
+        p += 8;
+    while (p < end && isspace((unsigned char) *p))
+        p++;
+    char name[64];
+    size_t k = 0;
+    bool dot = false;
+    while (p < end && (isalnum((unsigned char) *p) || *p == '_' || *p == '.') &&
+           k + 1 < sizeof(name)) {
+        dot |= *p == '.';
+        name[k++] = (char) tolower((unsigned char) *p++);
+    }
+    name[k] = '\0';
+    if (!dot || k == 0 || name[0] == '.')
+        return;
+    for (int i = 0; i < c->ncustom; i++)
+        if (strcmp(c->custom[i], name) == 0)
+            return;
+    if (c->ncustom < CLIENT_MAX_CUSTOM)
+        memcpy(c->custom[c->ncustom++], name, k + 1);
+}
+
+static enum relay_verdict client_message(void *arg, uint8_t t, const uint8_t *body, uint32_t blen)
+{
+    struct client *c = arg;
+    if (t == 'X') {
+        client_close(c, "client terminated");
+        return RELAY_STOP;
+    }
+    if (t == 'Q') {
+        count_request(c, t);
+        if (blen > 0)
+            note_custom_set(c, (const char *) body, blen - 1);
+    }
+    return RELAY_FORWARD;
+}
+
+static void client_header(void *arg, uint8_t t, uint32_t len)
+{
+    (void) len;
+    count_request(arg, t);
 }
 
 static const struct relay_ops client_ops = {client_wants, client_header, client_message};
@@ -345,7 +387,7 @@ void client_pump(struct client *c)
         client_fatal(c, "08P01", "invalid message length from client");
         break;
     case RELAY_DST_ERROR:
-        client_server_lost(c, "08006", "server connection lost");
+        client_server_lost(c, "08006", "server connection lost", false);
         break;
     }
 }
@@ -968,6 +1010,10 @@ static void read_step(struct client *c)
             client_close(c, "client terminated");
             break;
         }
+        if (c->lost_code[0] != '\0') {
+            client_fatal(c, c->lost_code, "%s", c->lost_msg);
+            break;
+        }
         /* it speaks: a server (with a parked session's snapshot replayed), then its message */
         if (n > 0)
             request_server(c);
@@ -1185,11 +1231,21 @@ void client_attach_server(struct client *c, struct server *s)
         server_pump(c->server);
 }
 
-void client_server_lost(struct client *c, const char *sqlstate, const char *msg)
+void client_server_lost(struct client *c, const char *sqlstate, const char *msg, bool idle)
 {
     if (c->server != NULL) {
         c->server->client = NULL;
         c->server = NULL;
+    }
+    if (idle && c->state == CLIENT_ACTIVE && !c->close_pending && !relay_has_pending(&c->conn)) {
+        /* an error sent now would be lost: an idle libpq reads nothing, and its next write
+           meets a closed socket. Keep the connection and answer its next message with it. */
+        snprintf(c->lost_code, sizeof(c->lost_code), "%s", sqlstate);
+        snprintf(c->lost_msg, sizeof(c->lost_msg), "%s", msg);
+        client_set_state(c, CLIENT_IDLE);
+        relay_read_on(c->proxy->loop, &c->conn, true);
+        CLOG(LOG_LVL_INFO, c, "server lost while idle: %s (told at its next message)", msg);
+        return;
     }
     client_fatal(c, sqlstate, "%s", msg);
 }

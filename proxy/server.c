@@ -214,6 +214,9 @@ void server_close(struct server *s, const char *reason)
     struct pool *pool = s->pool;
     SLOG(s->state == SERVER_IDLE ? LOG_LVL_DEBUG : LOG_LVL_INFO, s, "closed: %s", reason);
     bool was_login = s->state < SERVER_IDLE;
+    /* a client waiting for nothing hears of it when it next speaks, as an answer it reads */
+    bool idle = s->state == SERVER_ACTIVE && s->in_flight == 0 && s->q.count == 0 &&
+                !relay_has_pending(&s->conn);
     if (s->state == SERVER_PARK && p->parking > 0) {
         p->parking--;
         p->park_failed = true;
@@ -228,7 +231,7 @@ void server_close(struct server *s, const char *reason)
     if (c != NULL) {
         c->server = NULL;
         client_server_lost(c, s->error_code[0] ? s->error_code : "08006",
-                           s->error_msg[0] ? s->error_msg : "pgtide: server connection lost");
+                           s->error_msg[0] ? s->error_msg : "pgtide: server connection lost", idle);
     }
     relay_conn_close(&s->conn);
     if (s->out_builder.buf != NULL)
@@ -832,23 +835,27 @@ struct server *server_new(struct pool *pool)
 
 /* ---- assign / release -------------------------------------------------------------------- */
 
+/* Appends s as an E'' literal (the same whatever standard_conforming_strings is). */
+static void put_literal(struct pkt_builder *b, const char *s)
+{
+    pkt_put_bytes(b, "E'", 2);
+    for (const char *q = s; *q; q++) {
+        if (*q == '\'' || *q == '\\')
+            pkt_put_bytes(b, q, 1);
+        pkt_put_bytes(b, q, 1);
+    }
+    pkt_put_bytes(b, "'", 1);
+}
+
 void server_append_set(struct pkt_builder *b, const char *name, const char *value)
 {
-    pkt_put_bytes(b, "SET ", 4);
-    /* a quoted identifier keeps names like "DateStyle" and dotted custom names intact */
-    pkt_put_bytes(b, "\"", 1);
-    for (const char *q = name; *q; q++) {
-        if (*q == '"')
-            pkt_put_bytes(b, "\"", 1);
-        pkt_put_bytes(b, q, 1);
-    }
-    pkt_put_bytes(b, "\" TO '", 6);
-    for (const char *q = value; *q; q++) {
-        if (*q == '\'')
-            pkt_put_bytes(b, "'", 1);
-        pkt_put_bytes(b, q, 1);
-    }
-    pkt_put_bytes(b, "'; ", 3);
+    /* set_config parses value exactly as the setting's own syntax (a list such as search_path
+       "a, b" stays a list), where SET x TO 'a, b' would make it one quoted element */
+    pkt_put_bytes(b, "SELECT pg_catalog.set_config(", 29);
+    put_literal(b, name);
+    pkt_put_bytes(b, ", ", 2);
+    put_literal(b, value);
+    pkt_put_bytes(b, ", false); ", 10);
 }
 
 void server_assign(struct server *s, struct client *c)
@@ -931,7 +938,27 @@ void server_snapshot(struct server *s)
     s->client->park_blocker[0] = '\0';
     park_clear(s->client);
     server_set_state(s, SERVER_PARK);
-    pkt_write_query(server_out(s), park_snapshot_sql);
+    struct pkt_builder *o = server_out(s);
+    pkt_begin(o, 'Q');
+    pkt_put_bytes(o, park_snapshot_sql, strlen(park_snapshot_sql));
+    const struct client *c = s->client;
+    if (c->ncustom > 0) {
+        /* custom settings the session SET: current_setting finds them by name */
+        static const char head[] = " UNION ALL SELECT 's', n, pg_catalog.current_setting(n, true), "
+                                   "NULL FROM (VALUES ";
+        pkt_put_bytes(o, head, sizeof(head) - 1);
+        for (int i = 0; i < c->ncustom; i++) {
+            if (i > 0)
+                pkt_put_bytes(o, ", ", 2);
+            pkt_put_bytes(o, "(", 1);
+            put_literal(o, c->custom[i]);
+            pkt_put_bytes(o, ")", 1);
+        }
+        static const char tail[] = ") v(n) WHERE pg_catalog.current_setting(n, true) IS NOT NULL";
+        pkt_put_bytes(o, tail, sizeof(tail) - 1);
+    }
+    pkt_put_u8(o, 0);
+    pkt_end(o);
     s->in_flight = 1;
     relay_read_on(proxy_of(s)->loop, &s->conn, true);
     (void) flush_out(s);

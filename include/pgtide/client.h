@@ -50,6 +50,7 @@ enum client_state {
 enum client_auth_step { AUTH_NONE, AUTH_SASL_INITIAL, AUTH_SASL_FINAL, AUTH_MD5, AUTH_PASSWORD };
 
 #define CLIENT_MAX_PARAMS 32
+#define CLIENT_MAX_CUSTOM 16
 
 struct client {
     struct list_node node;      /* proxy->clients */
@@ -96,8 +97,12 @@ struct client {
     char txn;  /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
     bool busy; /* a request was forwarded and its ReadyForQuery has not come back */
 
-    struct park_item *parked; /* snapshot of a parked session (IDLE, and during replay) */
-    char park_blocker[128];   /* why the last snapshot could not park it; "" = parkable */
+    struct park_item *parked;           /* snapshot of a parked session (IDLE, and during replay) */
+    char park_blocker[128];             /* why the last snapshot could not park it; "" = parkable */
+    char custom[CLIENT_MAX_CUSTOM][64]; /* custom settings it SET (not in pg_settings) */
+    int ncustom;
+    char lost_code[6];  /* its server was lost while it waited for nothing: the error */
+    char lost_msg[256]; /* it gets at its next message */
 
     uint32_t cancel_pid, cancel_key;
     struct client *cancel_next;
@@ -137,7 +142,8 @@ void client_park(struct client *c);
 void client_attach_server(struct client *c, struct server *s);
 
 /* The server under an ACTIVE client is gone (crash, kill): error to the client, close. */
-void client_server_lost(struct client *c, const char *sqlstate, const char *msg);
+/* idle: nothing was in flight (the error is then given when the client next speaks). */
+void client_server_lost(struct client *c, const char *sqlstate, const char *msg, bool idle);
 
 /* Relay: forwards what the client sent to its server (on client readable, server writable). */
 void client_pump(struct client *c);

@@ -109,7 +109,7 @@ void server_send_cancel(struct server *s);
 /* ACTIVE -> PARK: runs park_snapshot_sql on the session (results go to park_row/park_done). */
 void server_snapshot(struct server *s);
 
-/* Appends "SET "name" TO 'value'; " to b, quoting both. */
+/* Appends a statement setting name to value for the session (set_config, both quoted). */
 void server_append_set(struct pkt_builder *b, const char *name, const char *value);
 
 /* The output builder for pgtide's own messages (created on first use). */

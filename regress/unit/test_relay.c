@@ -261,7 +261,8 @@ static void put_big_row(struct pkt_builder *b, size_t n)
     pkt_end(b);
 }
 
-/* Checks that the header calls recorded in r are exactly the messages of s[0..n), in order. */
+/* Checks that the header calls recorded in r are exactly the streamed messages of s[0..n)
+   (those not seen whole: not wanted, or larger than the buffer), in order. */
 static void check_headers(const struct rec *r, const uint8_t *s, size_t n)
 {
     int i = 0;
@@ -269,6 +270,10 @@ static void check_headers(const struct rec *r, const uint8_t *s, size_t n)
     while (off < n) {
         struct pkt_hdr h;
         ck_assert_int_eq(pkt_read_hdr(s + off, n - off, MAX_LEN, &h), PKT_OK);
+        if (r->want[h.type] && (size_t) h.len + 1 <= BUF_SIZE) {
+            off += 1 + (size_t) h.len;
+            continue;
+        }
         ck_assert_int_lt(i, r->nhdr);
         ck_assert_int_eq(r->hdr[i].type, h.type);
         ck_assert_uint_eq(r->hdr[i].len, h.len);
@@ -339,7 +344,7 @@ START_TEST(test_batch_of_small_messages)
     ck_assert(!relay_has_pending(&f.src));
     ck_assert_uint_eq(drain(&f), b.len);
     ck_assert(memcmp(f.out.p, b.buf, b.len) == 0);
-    ck_assert_int_eq(r->nhdr, 1000);
+    ck_assert_int_eq(r->nhdr, 900); /* the 100 wanted ones are seen whole instead */
     ck_assert_int_eq(r->nmsg, 100);
     check_headers(r, b.buf, b.len);
     check_messages(r, b.buf, b.len);
@@ -431,9 +436,9 @@ START_TEST(test_large_message_streams)
         fix_init(&f);
         stream_through(&f, b.buf, b.len, chunks[i], &rec_ops, r);
         check_headers(r, b.buf, b.len);
-        ck_assert_int_eq(r->nhdr, 4);
-        ck_assert_int_eq(r->hdr[1].type, 'D');
-        ck_assert_uint_eq(r->hdr[1].len, (1u << 20) + 10);
+        ck_assert_int_eq(r->nhdr, 2); /* the DataRow and the CommandComplete */
+        ck_assert_int_eq(r->hdr[0].type, 'D');
+        ck_assert_uint_eq(r->hdr[0].len, (1u << 20) + 10);
         check_messages(r, b.buf, b.len);
         ck_assert_int_eq(r->nmsg, 2);
         fix_close(&f);
@@ -752,7 +757,7 @@ START_TEST(test_bad_length)
         drain(&f);
         ck_assert_uint_eq(f.out.len, good);
         ck_assert_int_eq(r->nmsg, 1);
-        ck_assert_int_eq(r->nhdr, 1);
+        ck_assert_int_eq(r->nhdr, 0); /* the ReadyForQuery is wanted: seen whole */
         /* it stays refused */
         ck_assert_int_eq(relay_pump(&f.src, &f.dst, 1000, &rec_ops, r), RELAY_BAD_INPUT);
         fix_close(&f);

@@ -8,6 +8,7 @@
  * a hand-built struct proxy (no sockets, no event loop, no server).
  */
 #include "pgtide/client.h"
+#include "pgtide/config.h"
 #include "pgtide/list.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
@@ -198,8 +199,7 @@ static const struct edge server_shortcuts[] = {
 };
 
 /* Drawn as IDLE <-> SETUP, but the code goes SETUP -> RESET -> IDLE instead; either is fine. */
-static const struct edge server_optional[] = {
-};
+static const struct edge server_optional[] = {};
 
 static bool server_expected(int from, int to)
 {
@@ -319,6 +319,8 @@ static struct proxy *fake_proxy(void)
     list_init(&p->clients);
     list_init(&p->held);
     list_init(&p->pools);
+    p->cfg = config_new_defaults();
+    ck_assert_ptr_nonnull(p->cfg);
     return p;
 }
 
@@ -339,6 +341,7 @@ static void fake_proxy_free(struct proxy *p)
         list_del(&c->node);
         free(c);
     }
+    config_unref(p->cfg);
     free(p);
 }
 
