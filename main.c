@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "pgtide/account.h"
+#include "pgtide/backupctl.h"
 #include "pgtide/authdb.h"
 #include "pgtide/autoscale.h"
 #include "pgtide/compute.h"
@@ -25,9 +26,11 @@
 #include "pgtide/log.h"
 #include "pgtide/metrics.h"
 #include "pgtide/proxy.h"
+#include "pgtide/restore.h"
 #include "pgtide/secret.h"
 #include "pgtide/state.h"
 #include "pgtide/store.h"
+#include "pgtide/wal.h"
 
 #define MAX_OVERRIDES 128
 
@@ -63,6 +66,8 @@ static void usage(FILE *f)
             "  pgtide init -D DATA                                  create the storage\n"
             "  pgtide usage -D DATA [--since T] [--until T] [--format csv|json|table]\n"
             "               [--by hour|day] [--per compute|role]     usage from the ledger\n"
+            "  pgtide restore -D DATA --into NEWDIR [--backup ID | --to TIME | --lsn LSN]\n"
+            "  pgtide wal-push PATH NAME -D DATA / wal-fetch NAME PATH -D DATA  (WAL archive)\n"
             "  pgtide version\n\n"
             "An empty DATA is initialised on first run (initdb, a generated password for the\n"
             "superuser postgres in DATA/initial-password). Settings: DATA/pgtide.conf, then -c.\n",
@@ -371,6 +376,8 @@ static int cmd_run(struct app *a)
     bool created;
     if (open_storage(a, &created, err, sizeof(err)) != 0) {
         log_fatal("%s", err);
+        store_close(&a->store);
+        config_unref(a->cfg);
         return 1;
     }
     a->loop = ev_default_loop(EVFLAG_AUTO);
@@ -402,12 +409,15 @@ static int cmd_run(struct app *a)
     if (a->cfg->metrics_listen[0] != '\0') {
         a->metrics =
             metrics_new(a->loop, a->proxy, a->account, a->cfg->metrics_listen, err, sizeof(err));
-        if (a->metrics == NULL) {
-            log_fatal("%s", err);
-            return 1;
-        }
-        a->proxy->metrics = a->metrics;
+        /* metrics are not worth refusing clients over: a second pgtide on this machine with the
+           default metrics_listen still serves, without its own endpoint */
+        if (a->metrics == NULL)
+            log_error("%s; serving without a metrics endpoint (set metrics_listen)", err);
+        else
+            a->proxy->metrics = a->metrics;
     }
+    /* backups (issue 7): schedule, BACKUP, SHOW BACKUPS; NULL with the static provider */
+    a->proxy->backups = backupctl_new(a->loop, &a->proxy->cfg, &a->store, a->primary);
     /* compute units (issue 5): CPU-driven vertical autoscaling of the primary (a 1 s sampler);
        its resizes go to the usage ledger */
     compute_set_resize_hook(a->primary, on_resized, a);
@@ -430,6 +440,7 @@ static int cmd_run(struct app *a)
     ev_run(a->loop, 0);
     metrics_free(a->metrics);
     account_free(a->account);
+    backupctl_free(a->proxy->backups);
     autoscale_driver_free(a->autoscale);
     proxy_free(a->proxy);
     compute_free(a->primary);
@@ -481,6 +492,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "usage") == 0)
         return account_usage_main(argc, argv);
+    if (strcmp(cmd, "wal-push") == 0)
+        return wal_push_main(argc, argv);
+    if (strcmp(cmd, "wal-fetch") == 0)
+        return wal_fetch_main(argc, argv);
+    if (strcmp(cmd, "restore") == 0)
+        return restore_main(argc, argv);
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "init") != 0) {
         fprintf(stderr, "pgtide: unknown command \"%s\"\n", cmd);
         usage(stderr);

@@ -36,7 +36,6 @@ static const char *const settable_keys[] = {
     "min_cu",      "max_cu",          "scale_window",    "scale_cooldown",     "cpu_high",
     "cpu_low",     "max_replica_lag", "backup_schedule", "backup_keep",        "backup_max_age"};
 
-
 static const struct {
     const char *name;
     enum admincmd_show show;
@@ -45,9 +44,9 @@ static const struct {
     {"CONFIG", ADMINCMD_SHOW_CONFIG},     {"CLIENTS", ADMINCMD_SHOW_CLIENTS},
     {"SERVERS", ADMINCMD_SHOW_SERVERS},   {"POOLS", ADMINCMD_SHOW_POOLS},
     {"STATS", ADMINCMD_SHOW_STATS},       {"DATABASES", ADMINCMD_SHOW_DATABASES},
-    {"COMPUTES", ADMINCMD_SHOW_COMPUTES},
-    {"USAGE", ADMINCMD_SHOW_USAGE}, /* issue 5: usage ledger */
-    {"POLICY", ADMINCMD_SHOW_POLICY}, /* issue 5: persisted policy */
+    {"COMPUTES", ADMINCMD_SHOW_COMPUTES}, {"POLICY", ADMINCMD_SHOW_POLICY},
+    {"BACKUPS", ADMINCMD_SHOW_BACKUPS}, /* issue 7 */
+    {"USAGE", ADMINCMD_SHOW_USAGE},     /* issue 5: usage ledger */
 };
 
 /* Commands made of one word. */
@@ -57,6 +56,7 @@ static const struct {
 } bare_commands[] = {
     {"PAUSE", ADMINCMD_PAUSE},       {"RESUME", ADMINCMD_RESUME}, {"RELOAD", ADMINCMD_RELOAD},
     {"SHUTDOWN", ADMINCMD_SHUTDOWN}, {"WAKE", ADMINCMD_WAKE},     {"SUSPEND", ADMINCMD_SUSPEND},
+    {"BACKUP", ADMINCMD_BACKUP}, /* issue 7 */
 };
 
 static int fail(struct admincmd *out, const char *sqlstate, const char *fmt, ...)
@@ -338,6 +338,8 @@ const char *admincmd_tag(enum admincmd_kind kind)
         return "KILL_CLIENT";
     case ADMINCMD_RESET:
         return "RESET";
+    case ADMINCMD_BACKUP:
+        return "BACKUP";
     }
     return "";
 }

@@ -23,6 +23,8 @@
 
 #include "pgtide/account.h"
 #include "pgtide/admincmd.h"
+#include "pgtide/backup.h"
+#include "pgtide/backupctl.h"
 #include "pgtide/client.h"
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
@@ -188,8 +190,9 @@ static void show_help(struct client *c)
 {
     static const char *const cols[] = {"help"};
     static const char *const lines[] = {
-        "SHOW HELP|VERSION|CONFIG|CLIENTS|SERVERS|POOLS|STATS|DATABASES|COMPUTES",
+        "SHOW HELP|VERSION|CONFIG|CLIENTS|SERVERS|POOLS|STATS|DATABASES|COMPUTES|BACKUPS",
         "SHOW USAGE [DAY|HOUR]    CU-seconds per compute from the usage ledger",
+        "BACKUP                   take a base backup now (answers when it is complete)",
         "SET key = value          change a policy key now and persist it (SHOW POLICY)",
         "RESET key | RESET ALL    drop a persisted policy key (back to the configuration)",
         "PAUSE                    hold new queries",
@@ -608,55 +611,6 @@ static void show_computes(struct client *c)
     rs_end(&rs);
 }
 
-/* ---- SHOW USAGE (issue 5: usage ledger) --------------------------------------------------- */
-
-/* Usage from the ledger per compute (by = 0 total, 1 hour, 2 day), then a total row. */
-static void show_usage(struct client *c, int by)
-{
-    static const char *const cols[] = {"period_start", "compute",           "role",
-                                       "intervals",    "running_seconds",   "paused_seconds",
-                                       "cu_seconds",   "paused_cu_seconds", "billed_cu_seconds"};
-    struct proxy *p = c->proxy;
-    if (p->account == NULL) {
-        answer_error(c, "55000", "usage accounting is not running");
-        return;
-    }
-    struct usage_row *rows = NULL;
-    char err[256];
-    enum usage_by ub = by == 1 ? USAGE_BY_HOUR : by == 2 ? USAGE_BY_DAY : USAGE_BY_TOTAL;
-    int n = account_usage(p->account, ub, &rows, err, sizeof(err));
-    if (n < 0) {
-        answer_error(c, "58030", "cannot read the usage ledger: %s", err);
-        return;
-    }
-    struct rs rs;
-    struct row r = {.n = 0};
-    rs_begin(&rs, c, NCOLS(cols), cols);
-    for (int i = 0; i <= n; i++) {
-        struct usage_row tot;
-        const struct usage_row *u = &rows[i];
-        if (i == n) {
-            usage_total(rows, n, &tot);
-            u = &tot;
-        }
-        if (i < n && by != 0)
-            cell_time(&r, u->bucket_ms);
-        else
-            cell_str(&r, NULL);
-        cell_str(&r, u->name);
-        cell_str(&r, i == n ? NULL : u->role == LEDGER_ROLE_REPLICA ? "replica" : "primary");
-        cell_i64(&r, u->intervals);
-        cell_fmt(&r, "%.3f", u->running_seconds);
-        cell_fmt(&r, "%.3f", u->paused_seconds);
-        cell_fmt(&r, "%.3f", u->cu_seconds);
-        cell_fmt(&r, "%.3f", u->paused_cu_seconds);
-        cell_fmt(&r, "%.3f", u->billed_cu_seconds);
-        rs_row(&rs, &r);
-    }
-    rs_end(&rs);
-    free(rows);
-}
-
 /* ---- persisted policy (issue 5): SHOW POLICY, SET, RESET ------------------------------- */
 
 /* DATA/state/policy (malloc'd), or NULL when out of memory. */
@@ -709,6 +663,155 @@ static void show_policy(struct client *c)
     state_policy_free(&st);
 }
 
+/* ---- backups (issue 7): SHOW BACKUPS, BACKUP --------------------------------------------- */
+
+static void backup_row(struct row *r, const struct backup_info *b)
+{
+    cell_str(r, b->id);
+    cell_time(r, b->start_ms);
+    cell_time(r, b->end_ms);
+    cell_str(r, b->lsn_start);
+    cell_str(r, b->lsn_end);
+    cell_i64(r, b->size);
+    cell_str(r, backup_method_name(b->method));
+    cell_str(r, b->verified ? "yes" : "no");
+    cell_str(r, "complete");
+}
+
+/* Complete backups oldest first, then the running one, then the last failure if it is newer
+   than the last success (with its retry time). */
+static void show_backups(struct client *c)
+{
+    static const char *const cols[] = {"id",   "start",  "end",      "lsn_start", "lsn_end",
+                                       "size", "method", "verified", "status"};
+    struct proxy *p = c->proxy;
+    struct rs rs;
+    struct row r = {.n = 0};
+    struct backup_info *list = NULL;
+    int n = backup_list(p->store->dir, &list);
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    for (int i = 0; i < n; i++) {
+        backup_row(&r, &list[i]);
+        rs_row(&rs, &r);
+    }
+    free(list);
+    if (p->backups == NULL) {
+        rs_end(&rs);
+        return;
+    }
+    struct backupctl_status bs;
+    backupctl_get_status(p->backups, &bs);
+    const char *nulls4[] = {NULL, NULL, NULL, NULL};
+    if (bs.running) {
+        cell_str(&r, bs.id);
+        cell_time(&r, bs.started_ms);
+        for (int i = 0; i < 4; i++)
+            cell_str(&r, nulls4[i]);
+        cell_str(&r, bs.method);
+        cell_str(&r, "no");
+        cell_str(&r, "running");
+        rs_row(&rs, &r);
+    }
+    if (bs.last_error[0] != '\0') {
+        char status[400];
+        snprintf(status, sizeof(status), "failed (%d in a row): %s", bs.consecutive_failures,
+                 bs.last_error);
+        cell_str(&r, NULL);
+        cell_time(&r, bs.last_failure_ms);
+        cell_time(&r, bs.next_retry_ms); /* "end" of a failure: when it is retried */
+        for (int i = 0; i < 3; i++)
+            cell_str(&r, nulls4[i]);
+        cell_str(&r, NULL);
+        cell_str(&r, "no");
+        cell_str(&r, status);
+        rs_row(&rs, &r);
+    }
+    rs_end(&rs);
+}
+
+/* The outcome of a BACKUP, for the admin client that asked (if it is still there). */
+static void backup_answered(void *arg, uint64_t token, bool ok, const char *msg)
+{
+    struct proxy *p = arg;
+    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
+        struct client *a = container_of(it, struct client, node);
+        if (a->id != token || a->state != CLIENT_ADMIN || gone(a))
+            continue;
+        if (ok) {
+            char note[160];
+            snprintf(note, sizeof(note), "backup %s is complete", msg);
+            pkt_write_notice(outb(a), "NOTICE", "00000", note, NULL, NULL);
+            answer_done(a, "BACKUP");
+        } else {
+            answer_error(a, "58000", "backup failed: %s", msg);
+        }
+        client_flush_out(a);
+        return;
+    }
+}
+
+static void do_backup(struct client *c)
+{
+    struct proxy *p = c->proxy;
+    char err[256];
+    if (p->backups == NULL) {
+        answer_error(c, "0A000", "backups need the local compute provider");
+        return;
+    }
+    log_action(c, "BACKUP");
+    if (backupctl_request(p->backups, backup_answered, p, c->id, err, sizeof(err)) != 0)
+        answer_error(c, "53400", "%s", err);
+}
+
+/* ---- SHOW USAGE (issue 5: usage ledger) --------------------------------------------------- */
+
+/* Usage from the ledger per compute (by = 0 total, 1 hour, 2 day), then a total row. */
+static void show_usage(struct client *c, int by)
+{
+    static const char *const cols[] = {"period_start", "compute",           "role",
+                                       "intervals",    "running_seconds",   "paused_seconds",
+                                       "cu_seconds",   "paused_cu_seconds", "billed_cu_seconds"};
+    struct proxy *p = c->proxy;
+    if (p->account == NULL) {
+        answer_error(c, "55000", "usage accounting is not running");
+        return;
+    }
+    struct usage_row *rows = NULL;
+    char err[256];
+    enum usage_by ub = by == 1 ? USAGE_BY_HOUR : by == 2 ? USAGE_BY_DAY : USAGE_BY_TOTAL;
+    int n = account_usage(p->account, ub, &rows, err, sizeof(err));
+    if (n < 0) {
+        answer_error(c, "58030", "cannot read the usage ledger: %s", err);
+        return;
+    }
+    struct rs rs;
+    struct row r = {.n = 0};
+    rs_begin(&rs, c, NCOLS(cols), cols);
+    for (int i = 0; i <= n; i++) {
+        struct usage_row tot;
+        const struct usage_row *u = &rows[i];
+        if (i == n) {
+            usage_total(rows, n, &tot);
+            u = &tot;
+        }
+        if (i < n && by != 0)
+            cell_time(&r, u->bucket_ms);
+        else
+            cell_str(&r, NULL);
+        cell_str(&r, u->name);
+        cell_str(&r, i == n ? NULL : u->role == LEDGER_ROLE_REPLICA ? "replica" : "primary");
+        cell_i64(&r, u->intervals);
+        cell_fmt(&r, "%.3f", u->running_seconds);
+        cell_fmt(&r, "%.3f", u->paused_seconds);
+        cell_fmt(&r, "%.3f", u->cu_seconds);
+        cell_fmt(&r, "%.3f", u->paused_cu_seconds);
+        cell_fmt(&r, "%.3f", u->billed_cu_seconds);
+        rs_row(&rs, &r);
+    }
+    rs_end(&rs);
+    free(rows);
+}
+
 static void do_show(struct client *c, enum admincmd_show what)
 {
     switch (what) {
@@ -739,11 +842,14 @@ static void do_show(struct client *c, enum admincmd_show what)
     case ADMINCMD_SHOW_COMPUTES:
         show_computes(c);
         break;
-    case ADMINCMD_SHOW_USAGE: /* issue 5: reached with its argument from run() */
-        show_usage(c, 0);
-        break;
     case ADMINCMD_SHOW_POLICY:
         show_policy(c);
+        break;
+    case ADMINCMD_SHOW_BACKUPS:
+        show_backups(c);
+        break;
+    case ADMINCMD_SHOW_USAGE: /* issue 5: reached with its argument from run() */
+        show_usage(c, 0);
         break;
     }
 }
@@ -806,6 +912,10 @@ static void do_kill(struct client *c, uint64_t id)
 static void do_suspend(struct client *c)
 {
     struct proxy *p = c->proxy;
+    if (backup_in_progress()) { /* issue 7: a basebackup streams from the compute */
+        answer_error(c, "55000", "cannot suspend: a backup is being taken from the compute");
+        return;
+    }
     for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
         const struct client *cl = container_of(it, struct client, node);
         const struct server *s = cl->server;
@@ -987,6 +1097,9 @@ static void run(struct client *c, const struct admincmd *cmd)
         break;
     case ADMINCMD_RESET:
         do_reset(c, cmd->key);
+        break;
+    case ADMINCMD_BACKUP:
+        do_backup(c);
         break;
     }
 }

@@ -22,7 +22,8 @@ enum admincmd_kind {
     ADMINCMD_WAKE,
     ADMINCMD_SUSPEND,
     ADMINCMD_KILL_CLIENT,
-    ADMINCMD_RESET /* persisted policy (issue 5): RESET key | RESET ALL; key in admincmd.key */
+    ADMINCMD_RESET, /* persisted policy (issue 5): RESET key | RESET ALL; key in admincmd.key */
+    ADMINCMD_BACKUP /* backups (issue 7): take a base backup now, answer when it ends */
 };
 
 enum admincmd_show {
@@ -35,8 +36,9 @@ enum admincmd_show {
     ADMINCMD_SHOW_STATS,
     ADMINCMD_SHOW_DATABASES,
     ADMINCMD_SHOW_COMPUTES,
-    ADMINCMD_SHOW_USAGE, /* usage ledger (issue 5): SHOW USAGE [DAY|HOUR], see usage_by */
-    ADMINCMD_SHOW_POLICY /* persisted policy (issue 5) */
+    ADMINCMD_SHOW_POLICY,  /* persisted policy (issue 5) */
+    ADMINCMD_SHOW_BACKUPS, /* backups (issue 7) */
+    ADMINCMD_SHOW_USAGE    /* usage ledger (issue 5): SHOW USAGE [DAY|HOUR], see usage_by */
 };
 
 #define ADMINCMD_TOKEN_MAX 256 /* longest word or quoted value, NUL included */
@@ -63,7 +65,6 @@ int admincmd_parse(const char *sql, struct admincmd *out) __attribute__((warn_un
 /* True when SET (and RESET) may change key on a running proxy: the policy keys of DESIGN.md §8
    plus query_wait_timeout, scale_window, scale_cooldown, cpu_high and cpu_low (see
    admincmd_settable_list). key is matched case-insensitively. */
-
 bool admincmd_settable(const char *key);
 
 /* The keys SET accepts, as one comma-separated static string (for messages and SHOW HELP). */

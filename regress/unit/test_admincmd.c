@@ -251,27 +251,6 @@ START_TEST(test_names)
 }
 END_TEST
 
-/* SHOW USAGE [DAY|HOUR] (issue 5: usage ledger) */
-START_TEST(test_show_usage)
-{
-    struct admincmd cmd;
-    ck_assert_int_eq(admincmd_parse("show usage;", &cmd), 0);
-    ck_assert_int_eq(cmd.kind, ADMINCMD_SHOW);
-    ck_assert_int_eq(cmd.show, ADMINCMD_SHOW_USAGE);
-    ck_assert_int_eq(cmd.usage_by, 0);
-    ck_assert_int_eq(admincmd_parse("SHOW USAGE hour", &cmd), 0);
-    ck_assert_int_eq(cmd.usage_by, 1);
-    ck_assert_int_eq(admincmd_parse("SHOW Usage DAY ;", &cmd), 0);
-    ck_assert_int_eq(cmd.usage_by, 2);
-    ck_assert_int_eq(admincmd_parse("SHOW USAGE week", &cmd), -1);
-    ck_assert_str_eq(cmd.sqlstate, "42601");
-    ck_assert_ptr_nonnull(strstr(cmd.message, "week"));
-    ck_assert_int_eq(admincmd_parse("SHOW USAGE DAY HOUR", &cmd), -1);
-    ck_assert_int_eq(admincmd_parse("SHOW CLIENTS DAY", &cmd), -1); /* only USAGE takes one */
-    ck_assert_str_eq(admincmd_show_name(ADMINCMD_SHOW_USAGE), "USAGE");
-}
-END_TEST
-
 /* persisted policy (issue 5): SHOW POLICY, RESET, the policy keys SET accepts */
 START_TEST(test_policy_commands)
 {
@@ -308,6 +287,46 @@ START_TEST(test_policy_commands)
 }
 END_TEST
 
+/* SHOW USAGE [DAY|HOUR] (issue 5: usage ledger) */
+/* backups (issue 7): BACKUP, SHOW BACKUPS, SET of the backup keys */
+START_TEST(test_backup_commands)
+{
+    struct admincmd cmd;
+    ck_assert_int_eq(admincmd_parse("backup;", &cmd), 0);
+    ck_assert_int_eq(cmd.kind, ADMINCMD_BACKUP);
+    ck_assert_str_eq(admincmd_tag(ADMINCMD_BACKUP), "BACKUP");
+    ck_assert_int_eq(admincmd_parse("BACKUP now", &cmd), -1);
+    ck_assert_str_eq(cmd.sqlstate, "42601");
+    ck_assert_int_eq(admincmd_parse("SHOW backups", &cmd), 0);
+    ck_assert_int_eq(cmd.kind, ADMINCMD_SHOW);
+    ck_assert_int_eq(cmd.show, ADMINCMD_SHOW_BACKUPS);
+    ck_assert_str_eq(admincmd_show_name(ADMINCMD_SHOW_BACKUPS), "BACKUPS");
+    ck_assert_int_eq(admincmd_parse("SET backup_schedule = '0 3 * * *'", &cmd), 0);
+    ck_assert_str_eq(cmd.value, "0 3 * * *");
+    ck_assert(admincmd_settable("backup_keep") && admincmd_settable("backup_max_age"));
+}
+END_TEST
+
+START_TEST(test_show_usage)
+{
+    struct admincmd cmd;
+    ck_assert_int_eq(admincmd_parse("show usage;", &cmd), 0);
+    ck_assert_int_eq(cmd.kind, ADMINCMD_SHOW);
+    ck_assert_int_eq(cmd.show, ADMINCMD_SHOW_USAGE);
+    ck_assert_int_eq(cmd.usage_by, 0);
+    ck_assert_int_eq(admincmd_parse("SHOW USAGE hour", &cmd), 0);
+    ck_assert_int_eq(cmd.usage_by, 1);
+    ck_assert_int_eq(admincmd_parse("SHOW Usage DAY ;", &cmd), 0);
+    ck_assert_int_eq(cmd.usage_by, 2);
+    ck_assert_int_eq(admincmd_parse("SHOW USAGE week", &cmd), -1);
+    ck_assert_str_eq(cmd.sqlstate, "42601");
+    ck_assert_ptr_nonnull(strstr(cmd.message, "week"));
+    ck_assert_int_eq(admincmd_parse("SHOW USAGE DAY HOUR", &cmd), -1);
+    ck_assert_int_eq(admincmd_parse("SHOW CLIENTS DAY", &cmd), -1); /* only USAGE takes one */
+    ck_assert_str_eq(admincmd_show_name(ADMINCMD_SHOW_USAGE), "USAGE");
+}
+END_TEST
+
 static Suite *admincmd_suite(void)
 {
     Suite *s = suite_create("admincmd");
@@ -320,6 +339,7 @@ static Suite *admincmd_suite(void)
     tcase_add_test(tc, test_names);
     tcase_add_test(tc, test_policy_commands);
     tcase_add_test(tc, test_show_usage);
+    tcase_add_test(tc, test_backup_commands);
     suite_add_tcase(s, tc);
     return s;
 }
