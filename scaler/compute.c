@@ -778,6 +778,10 @@ static void compute_child_cb(struct ev_loop *loop, ev_child *w, int revents)
     compute_describe_exit(w->rstatus, how, sizeof(how));
     compute_reaped(c, pid);
     const char *role = compute_role_name(c->role);
+    /* taken before the transition: its hook may wake the compute itself, and a second start
+       would race the first for the data directory */
+    bool restart = c->wake_pending;
+    c->wake_pending = false;
     switch (c->state) {
     case COMPUTE_SUSPENDING:
         log_info("compute %s: postmaster %d %s", role, (int) pid, how);
@@ -796,10 +800,8 @@ static void compute_child_cb(struct ev_loop *loop, ev_child *w, int revents)
         log_info("compute %s: postmaster %d %s", role, (int) pid, how);
         break;
     }
-    if (c->wake_pending) {
-        c->wake_pending = false;
+    if (restart && c->state == COMPUTE_SUSPENDED)
         compute_start(c);
-    }
 }
 
 static void compute_stop_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
