@@ -59,6 +59,8 @@ struct compute {
     int stop_phase;
     char *bindir, *datadir, *rundir, *logpath, *host;
     int port;
+    int index;     /* replica N: DATA/replicas/N, port 5433+N (issue 6); 0 for the primary */
+    char name[24]; /* "primary" or "replica-N", for logs and the CPU quota group */
     double cu;
     int64_t state_since_mono, state_since_wall;
     int64_t start_begin_mono, ready_mono, started_at_wall;
@@ -152,9 +154,8 @@ static void set_state(struct compute *c, enum compute_state to)
         assert(!"illegal compute state transition");
     }
     int64_t now = compute_mono_ms();
-    log_info("compute %s: %s -> %s (after %lld ms)", compute_role_name(c->role),
-             compute_state_name(from), compute_state_name(to),
-             (long long) (now - c->state_since_mono));
+    log_info("compute %s: %s -> %s (after %lld ms)", c->name, compute_state_name(from),
+             compute_state_name(to), (long long) (now - c->state_since_mono));
     c->state = to;
     c->state_since_mono = now;
     c->state_since_wall = compute_wall_ms();
@@ -693,7 +694,7 @@ static void compute_cpu_setup(struct compute *c)
     if (!c->cpu_tried) {
         c->cpu_tried = true;
         char name[64];
-        snprintf(name, sizeof(name), "pgtide-%d-%s", (int) getpid(), role);
+        snprintf(name, sizeof(name), "pgtide-%d-%s", (int) getpid(), c->name);
         if (cgroup_cpu_create(&c->cpu, name) == 0)
             log_info("compute %s: CPU quota enforced with %s in %s", role,
                      cgroup_kind_name(c->cpu.kind), c->cpu.dir);
@@ -927,7 +928,10 @@ void compute_stop_blocking(struct compute *c)
 static int compute_init_local(struct compute *c)
 {
     char err[512];
-    const char *rel = c->role == COMPUTE_REPLICA ? "replicas/0" : "primary";
+    char rel[32], logrel[48]; /* replica N (issue 6): its own directory, port and log */
+    snprintf(rel, sizeof(rel), c->role == COMPUTE_REPLICA ? "replicas/%d" : "primary", c->index);
+    snprintf(logrel, sizeof(logrel),
+             c->role == COMPUTE_REPLICA ? "log/replica-%d.log" : "log/postgres.log", c->index);
     c->bindir = store_find_bindir(c->cfg->pg_bindir, err, sizeof(err));
     if (c->bindir == NULL) {
         log_error("compute %s: %s", compute_role_name(c->role), err);
@@ -935,9 +939,9 @@ static int compute_init_local(struct compute *c)
     }
     c->datadir = store_path(c->st, rel);
     c->rundir = store_path(c->st, "run");
-    c->logpath = store_path(c->st, "log/postgres.log");
+    c->logpath = store_path(c->st, logrel);
     c->host = c->rundir ? strdup(c->rundir) : NULL;
-    c->port = c->role == COMPUTE_REPLICA ? COMPUTE_REPLICA_PORT : COMPUTE_PRIMARY_PORT;
+    c->port = c->role == COMPUTE_REPLICA ? COMPUTE_REPLICA_PORT + c->index : COMPUTE_PRIMARY_PORT;
     c->state = COMPUTE_SUSPENDED;
     if (!c->datadir || !c->rundir || !c->logpath || !c->host)
         return -1;
@@ -946,8 +950,9 @@ static int compute_init_local(struct compute *c)
     return 0;
 }
 
-struct compute *compute_new(struct ev_loop *loop, const struct config *cfg, struct store *st,
-                            enum compute_role role, const struct compute_hooks *hooks)
+static struct compute *compute_create(struct ev_loop *loop, const struct config *cfg,
+                                      struct store *st, enum compute_role role, int index,
+                                      const struct compute_hooks *hooks)
 {
     struct compute *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -956,6 +961,8 @@ struct compute *compute_new(struct ev_loop *loop, const struct config *cfg, stru
     c->cfg = cfg;
     c->st = st;
     c->role = role;
+    c->index = index;
+    snprintf(c->name, sizeof(c->name), role == COMPUTE_REPLICA ? "replica-%d" : "primary", index);
     c->use_cgroup = true;
     c->probe_fd = -1;
     c->cu = cfg->compute_units > 0 ? cfg->compute_units : 1.0;
@@ -992,6 +999,26 @@ struct compute *compute_new(struct ev_loop *loop, const struct config *cfg, stru
         return NULL;
     }
     return c;
+}
+
+struct compute *compute_new(struct ev_loop *loop, const struct config *cfg, struct store *st,
+                            enum compute_role role, const struct compute_hooks *hooks)
+{
+    return compute_create(loop, cfg, st, role, 0, hooks);
+}
+
+/* read replicas (issue 6) */
+struct compute *compute_new_replica(struct ev_loop *loop, const struct config *cfg,
+                                    struct store *st, int index, const struct compute_hooks *hooks)
+{
+    if (index < 0 || index >= COMPUTE_MAX_REPLICAS)
+        return NULL;
+    return compute_create(loop, cfg, st, COMPUTE_REPLICA, index, hooks);
+}
+
+int compute_index(const struct compute *c)
+{
+    return c->index;
 }
 
 void compute_free(struct compute *c)

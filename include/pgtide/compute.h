@@ -49,6 +49,20 @@ struct compute *compute_new(struct ev_loop *loop, const struct config *cfg, stru
                             enum compute_role role, const struct compute_hooks *hooks)
     __attribute__((warn_unused_result));
 
+/* ---- read replicas (issue 6) --------------------------------------------------------------- */
+
+#define COMPUTE_MAX_REPLICAS 16
+
+/* Like compute_new for replica N (0 <= index < COMPUTE_MAX_REPLICAS): DATA/replicas/N on private
+   port 5433+N, logging to DATA/log/replica-N.log (building the directory is replica.c's job).
+   Returns NULL for a bad index or on failure. */
+struct compute *compute_new_replica(struct ev_loop *loop, const struct config *cfg,
+                                    struct store *st, int index, const struct compute_hooks *hooks)
+    __attribute__((warn_unused_result));
+
+/* The replica index N (0 for the primary). */
+int compute_index(const struct compute *c) __attribute__((warn_unused_result));
+
 /* Frees the compute. It should be SUSPENDED, FAILED or static; otherwise it is first stopped
    with compute_stop_blocking (and a warning logged). NULL is ignored. */
 void compute_free(struct compute *c);
