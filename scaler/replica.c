@@ -73,8 +73,9 @@ struct replicaset {
     struct replica_hooks hooks;
     struct replica_slot slot[COMPUTE_MAX_REPLICAS];
     ev_timer tick;
-    int forced; /* SCALE REPLICAS count, -1 = the policy decides */
-    int want;   /* replicas wanted now */
+    ev_timer kick; /* a reconcile soon, outside the callback that asked for it */
+    int forced;    /* SCALE REPLICAS count, -1 = the policy decides */
+    int want;      /* replicas wanted now */
     struct replpolicy policy;
     int waiting;
     int64_t longest_wait_ms;
@@ -549,9 +550,22 @@ static void replica_reconcile(struct replicaset *rs)
     }
 }
 
+/* A slot changed (build ended, compute stopped or failed): reconcile from the loop, not from
+   inside the compute's transition. */
 static void replica_slot_event(struct replica_slot *s)
 {
-    replica_reconcile(s->rs);
+    struct replicaset *rs = s->rs;
+    if (!rs->freeing && !ev_is_active(&rs->kick)) {
+        ev_timer_set(&rs->kick, 0.001, 0);
+        ev_timer_start(rs->loop, &rs->kick);
+    }
+}
+
+static void replica_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    replica_reconcile(w->data);
 }
 
 /* ---- lag ------------------------------------------------------------------------------------ */
@@ -763,6 +777,8 @@ struct replicaset *replicaset_new(struct ev_loop *loop, const struct config *cfg
     }
     ev_timer_init(&rs->tick, replica_tick_cb, REPLICA_TICK, REPLICA_TICK);
     rs->tick.data = rs;
+    ev_timer_init(&rs->kick, replica_kick_cb, 0, 0);
+    rs->kick.data = rs;
     if (primary != NULL && st != NULL && !compute_is_static(primary)) {
         ev_timer_start(loop, &rs->tick);
         ev_unref(loop); /* the set alone must not keep the loop running */
@@ -779,6 +795,7 @@ void replicaset_free(struct replicaset *rs)
         ev_ref(rs->loop);
         ev_timer_stop(rs->loop, &rs->tick);
     }
+    ev_timer_stop(rs->loop, &rs->kick);
     pgq_cancel(rs->pprobe);
     for (int i = 0; i < COMPUTE_MAX_REPLICAS; i++) {
         struct replica_slot *s = &rs->slot[i];
@@ -929,7 +946,7 @@ void replicaset_note_sessions(struct replicaset *rs, struct compute *c, int sess
             continue;
         s->sessions = sessions;
         if (s->retiring && sessions <= 0)
-            replica_reconcile(rs); /* drained: stop now */
+            replica_slot_event(s); /* drained: stop now */
         return;
     }
 }
