@@ -643,7 +643,12 @@ static void compute_build_argv(const struct compute *c, char *argv[32], char buf
 {
     double cu = c->cu > 0 ? c->cu : 1.0;
     long shared_mb = (long) (cu * 256.0);
-    long maxconn = (long) (cu * 100.0);
+    /* a hot standby refuses to start with fewer connections than its primary: a replica takes
+       the largest the primary can start with (issue 6) */
+    double conn_cu = c->role != COMPUTE_REPLICA               ? cu
+                     : c->cfg->max_cu > c->cfg->compute_units ? c->cfg->max_cu
+                                                              : c->cfg->compute_units;
+    long maxconn = (long) ((conn_cu > cu ? conn_cu : cu) * 100.0);
     /* a quarter of the memory budget for sorts, assuming a quarter of the connections sort at
        once; never below PostgreSQL's default */
     long work_kb = (long) (cu * 1048576.0 / 4.0 / ((maxconn < 100 ? 100 : maxconn) / 4.0));
