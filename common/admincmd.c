@@ -31,10 +31,12 @@ struct lexer {
 
 /* The policy keys (DESIGN.md §8) and the autoscaling knobs (issue 5); SET persists them. */
 static const char *const settable_keys[] = {
-    "pause_after", "suspend_after",   "wake_timeout",    "query_wait_timeout", "pool_mode",
-    "pool_size",   "min_replicas",    "max_replicas",    "compute_units",      "replica_units",
-    "min_cu",      "max_cu",          "scale_window",    "scale_cooldown",     "cpu_high",
-    "cpu_low",     "max_replica_lag", "backup_schedule", "backup_keep",        "backup_max_age"};
+    "pause_after",       "suspend_after",   "wake_timeout", "query_wait_timeout",
+    "pool_mode",         "pool_size",       "min_replicas", "max_replicas",
+    "compute_units",     "replica_units",   "min_cu",       "max_cu",
+    "scale_window",      "scale_cooldown",  "cpu_high",     "cpu_low",
+    "max_replica_lag",   "backup_schedule", "backup_keep",  "backup_max_age",
+    "replica_scale_wait" /* replicas (issue 6) */};
 
 static const struct {
     const char *name;
@@ -175,7 +177,7 @@ const char *admincmd_settable_list(void)
     return "pause_after, suspend_after, wake_timeout, query_wait_timeout, pool_mode, pool_size, "
            "min_replicas, max_replicas, compute_units, replica_units, min_cu, max_cu, "
            "scale_window, scale_cooldown, cpu_high, cpu_low, max_replica_lag, backup_schedule, "
-           "backup_keep, backup_max_age";
+           "backup_keep, backup_max_age, replica_scale_wait";
 }
 
 /* SHOW USAGE [DAY|HOUR] (issue 5: usage ledger). */
@@ -281,6 +283,23 @@ static int parse_reset(const struct lexer *lx, struct admincmd *out)
     return 0;
 }
 
+/* SCALE REPLICAS n (replicas, issue 6). */
+static int parse_scale(const struct lexer *lx, struct admincmd *out)
+{
+    if (lx->n != 3 || !word_is(&lx->tok[1], "REPLICAS") || lx->tok[2].kind != TOK_WORD)
+        return fail(out, "42601", "syntax error: expected SCALE REPLICAS n");
+    const char *s = lx->tok[2].text;
+    char *end;
+    errno = 0;
+    long n = strtol(s, &end, 10);
+    if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 || n > ADMINCMD_MAX_REPLICAS)
+        return fail(out, "22023", "invalid replica count \"%s\" (0 to %d)", s,
+                    ADMINCMD_MAX_REPLICAS);
+    out->replicas = (int) n;
+    out->kind = ADMINCMD_SCALE_REPLICAS;
+    return 0;
+}
+
 int admincmd_parse(const char *sql, struct admincmd *out)
 {
     memset(out, 0, sizeof(*out));
@@ -300,6 +319,8 @@ int admincmd_parse(const char *sql, struct admincmd *out)
         return parse_kill(&lx, out);
     if (word_is(cmd, "RESET"))
         return parse_reset(&lx, out);
+    if (word_is(cmd, "SCALE"))
+        return parse_scale(&lx, out);
     for (size_t i = 0; i < sizeof(bare_commands) / sizeof(bare_commands[0]); i++) {
         if (!word_is(cmd, bare_commands[i].name))
             continue;
@@ -340,6 +361,8 @@ const char *admincmd_tag(enum admincmd_kind kind)
         return "RESET";
     case ADMINCMD_BACKUP:
         return "BACKUP";
+    case ADMINCMD_SCALE_REPLICAS:
+        return "SCALE";
     }
     return "";
 }

@@ -259,6 +259,8 @@ static const struct key_def keys[] = {
     {"backup_timezone", KT_STRING, F(backup_timezone), "UTC", true, 0, 0, NULL, NULL},
     {"backup_keep", KT_INT, F(backup_keep), "7", true, 0, 100000, NULL, NULL},
     {"backup_max_age", KT_DURATION, F(backup_max_age), "0", true, 0, MAX_DURATION, NULL, NULL},
+    /* replica autoscaling (issue 6: replica set) */
+    {"replica_scale_wait", KT_DURATION, F(replica_scale_wait), "1s", true, 0, DAY_MS, NULL, NULL},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

@@ -22,8 +22,9 @@ enum admincmd_kind {
     ADMINCMD_WAKE,
     ADMINCMD_SUSPEND,
     ADMINCMD_KILL_CLIENT,
-    ADMINCMD_RESET, /* persisted policy (issue 5): RESET key | RESET ALL; key in admincmd.key */
-    ADMINCMD_BACKUP /* backups (issue 7): take a base backup now, answer when it ends */
+    ADMINCMD_RESET,  /* persisted policy (issue 5): RESET key | RESET ALL; key in admincmd.key */
+    ADMINCMD_BACKUP, /* backups (issue 7): take a base backup now, answer when it ends */
+    ADMINCMD_SCALE_REPLICAS /* replicas (issue 6): SCALE REPLICAS n, n in admincmd.replicas */
 };
 
 enum admincmd_show {
@@ -52,7 +53,10 @@ struct admincmd {
     char sqlstate[6];                     /* on failure: "42601", "42704" or "22023" */
     char message[ADMINCMD_TOKEN_MAX * 2]; /* on failure: what to tell the admin */
     int usage_by; /* ADMINCMD_SHOW_USAGE: 0 = total, 1 = per hour, 2 = per day (usage.h order) */
+    int replicas; /* ADMINCMD_SCALE_REPLICAS: 0..16 (ADMINCMD_MAX_REPLICAS) */
 };
+
+#define ADMINCMD_MAX_REPLICAS 16
 
 /* Parses one command from sql (NUL-terminated, not NULL). *out is zeroed first. Returns 0 with
    kind and its arguments set, or -1 with out->sqlstate and out->message set:

@@ -307,6 +307,35 @@ START_TEST(test_backup_commands)
 }
 END_TEST
 
+/* replicas (issue 6): SCALE REPLICAS n, SET replica_scale_wait */
+START_TEST(test_scale_replicas)
+{
+    struct admincmd cmd;
+    ck_assert_int_eq(admincmd_parse("scale replicas 2;", &cmd), 0);
+    ck_assert_int_eq(cmd.kind, ADMINCMD_SCALE_REPLICAS);
+    ck_assert_int_eq(cmd.replicas, 2);
+    ck_assert_str_eq(admincmd_tag(ADMINCMD_SCALE_REPLICAS), "SCALE");
+    ck_assert_int_eq(admincmd_parse("SCALE REPLICAS 0", &cmd), 0);
+    ck_assert_int_eq(cmd.replicas, 0);
+    ck_assert_int_eq(admincmd_parse("SCALE REPLICAS 16", &cmd), 0);
+    ck_assert_int_eq(cmd.replicas, 16);
+    const char *range[] = {"SCALE REPLICAS 17", "SCALE REPLICAS -1", "SCALE REPLICAS two",
+                           "SCALE REPLICAS 1.5", "SCALE REPLICAS 99999999999999999999"};
+    for (size_t i = 0; i < sizeof(range) / sizeof(range[0]); i++) {
+        ck_assert_int_eq(admincmd_parse(range[i], &cmd), -1);
+        ck_assert_str_eq(cmd.sqlstate, "22023");
+    }
+    const char *syntax[] = {"SCALE", "SCALE REPLICAS", "SCALE PRIMARY 2", "SCALE REPLICAS 1 2",
+                            "SCALE REPLICAS = 2"};
+    for (size_t i = 0; i < sizeof(syntax) / sizeof(syntax[0]); i++) {
+        ck_assert_int_eq(admincmd_parse(syntax[i], &cmd), -1);
+        ck_assert_str_eq(cmd.sqlstate, "42601");
+    }
+    ck_assert_int_eq(admincmd_parse("SET replica_scale_wait = '500ms'", &cmd), 0);
+    ck_assert_str_eq(cmd.key, "replica_scale_wait");
+}
+END_TEST
+
 START_TEST(test_show_usage)
 {
     struct admincmd cmd;
@@ -340,6 +369,7 @@ static Suite *admincmd_suite(void)
     tcase_add_test(tc, test_policy_commands);
     tcase_add_test(tc, test_show_usage);
     tcase_add_test(tc, test_backup_commands);
+    tcase_add_test(tc, test_scale_replicas);
     suite_add_tcase(s, tc);
     return s;
 }

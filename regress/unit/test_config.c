@@ -559,13 +559,13 @@ struct seen {
     size_t changed;
     size_t fixed;
     bool saw_pool_size, saw_wake_timeout, saw_auth_type;
-    char keys[64][40];
+    char keys[96][40];
 };
 
 static void collect(void *arg, const char *key, const char *value, const char *def, bool reloadable)
 {
     struct seen *s = arg;
-    ck_assert_uint_lt(s->count, 64);
+    ck_assert_uint_lt(s->count, 96);
     for (size_t i = 0; i < s->count; i++)
         ck_assert_msg(strcmp(s->keys[i], key) != 0, "key %s listed twice", key);
     snprintf(s->keys[s->count], sizeof(s->keys[0]), "%s", key);
@@ -656,6 +656,7 @@ START_TEST(test_foreach)
         "backup_timezone",
         "backup_keep",
         "backup_max_age",
+        "replica_scale_wait",
     };
     size_t n = sizeof(expected) / sizeof(expected[0]);
     struct config *c = config_new_defaults();
