@@ -34,6 +34,7 @@
 #include "pgtide/pkt.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
+#include "pgtide/replica.h"
 #include "pgtide/server.h"
 #include "pgtide/state.h"
 #include "pgtide/store.h"
@@ -199,6 +200,7 @@ static void show_help(struct client *c)
         "RESUME                   release held queries",
         "WAKE                     start or thaw the primary compute",
         "SUSPEND                  stop the primary compute now",
+        "SCALE REPLICAS n         force n read replicas (until SET min_replicas/max_replicas)",
         "KILL_CLIENT id           close one client connection",
         "RELOAD                   reread the configuration file",
         "SHUTDOWN                 stop pgtide once clients are gone",
@@ -574,39 +576,75 @@ static size_t server_count(const struct proxy *p)
     return n;
 }
 
+/* One row of SHOW COMPUTES: the primary (ri NULL) or a replica (issue 6). */
+static void compute_row(struct rs *rs, struct row *r, struct client *c, struct compute *cp,
+                        const struct replica_info *ri)
+{
+    struct proxy *p = c->proxy;
+    struct compute_info info;
+    compute_get_info(cp, &info);
+    cell_str(r, info.role);
+    cell_str(r, info.state);
+    cell_fmt(r, "%d", info.pid);
+    cell_fmt(r, "%.2f", info.cu);
+    cell_time(r, info.started_at_ms);
+    cell_i64(r, info.uptime_ms / 1000);
+    if (ri == NULL)
+        cell_u64(r, server_count(p));
+    else
+        cell_str(r, NULL);
+    cell_time(r, p->last_activity_ms);
+    cell_fmt(r, "%d", info.starts);
+    cell_i64(r, info.last_start_ms);
+    cell_str(r,
+             info.pause_method != NULL && info.pause_method[0] != '\0' ? info.pause_method : NULL);
+    /* compute units (issue 5): how the size is enforced */
+    cell_str(r, info.cpu_enforcement);
+    if (info.cpu_limit > 0)
+        cell_fmt(r, "%.2f", info.cpu_limit);
+    else
+        cell_str(r, NULL);
+    cell_str(r, info.cpu_why != NULL && info.cpu_why[0] != '\0' ? info.cpu_why : NULL);
+    /* replicas (issue 6): name, port, replay lag, rotation */
+    if (ri == NULL)
+        cell_str(r, "primary");
+    else
+        cell_fmt(r, "replica-%d", ri->index);
+    cell_fmt(r, "%d", compute_port(cp));
+    if (ri != NULL && ri->lag_bytes >= 0) {
+        cell_i64(r, ri->lag_bytes);
+        cell_fmt(r, "%.3f", ri->lag_seconds);
+    } else {
+        cell_str(r, NULL);
+        cell_str(r, NULL);
+    }
+    cell_str(r, ri == NULL ? NULL : ri->in_rotation ? "yes" : "no");
+    cell_str(r, ri == NULL || ri->why_not[0] == '\0' ? NULL : ri->why_not);
+    if (ri != NULL && ri->build_ms > 0)
+        cell_i64(r, ri->build_ms);
+    else
+        cell_str(r, NULL);
+    rs_row(rs, r);
+}
+
 static void show_computes(struct client *c)
 {
     static const char *const cols[] = {
-        "role",         "state",           "pid",           "cu",      "started",
-        "uptime",       "connections",     "last_activity", "starts",  "last_start_ms",
-        "pause_method", "cpu_enforcement", "cpu_quota",     "cpu_note"};
+        "role",         "state",           "pid",           "cu",          "started",
+        "uptime",       "connections",     "last_activity", "starts",      "last_start_ms",
+        "pause_method", "cpu_enforcement", "cpu_quota",     "cpu_note",    "name",
+        "port",         "lag_bytes",       "lag_seconds",   "in_rotation", "rotation_note",
+        "build_ms"};
     struct proxy *p = c->proxy;
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    if (p->primary != NULL) {
-        struct compute_info info;
-        compute_get_info(p->primary, &info);
-        cell_str(&r, info.role);
-        cell_str(&r, info.state);
-        cell_fmt(&r, "%d", info.pid);
-        cell_fmt(&r, "%.2f", info.cu);
-        cell_time(&r, info.started_at_ms);
-        cell_i64(&r, info.uptime_ms / 1000);
-        cell_u64(&r, server_count(p));
-        cell_time(&r, p->last_activity_ms);
-        cell_fmt(&r, "%d", info.starts);
-        cell_i64(&r, info.last_start_ms);
-        cell_str(&r, info.pause_method != NULL && info.pause_method[0] != '\0' ? info.pause_method
-                                                                               : NULL);
-        /* compute units (issue 5): how the size is enforced */
-        cell_str(&r, info.cpu_enforcement);
-        if (info.cpu_limit > 0)
-            cell_fmt(&r, "%.2f", info.cpu_limit);
-        else
-            cell_str(&r, NULL);
-        cell_str(&r, info.cpu_why != NULL && info.cpu_why[0] != '\0' ? info.cpu_why : NULL);
-        rs_row(&rs, &r);
+    if (p->primary != NULL)
+        compute_row(&rs, &r, c, p->primary, NULL);
+    for (int i = 0; p->replicas != NULL && i < replicaset_count(p->replicas); i++) {
+        struct replica_info ri;
+        if (replicaset_info(p->replicas, i, &ri) && ri.compute != NULL)
+            compute_row(&rs, &r, c, ri.compute, &ri);
     }
     rs_end(&rs);
 }
@@ -1051,6 +1089,26 @@ static void do_shutdown(struct client *c)
     p->on_shutdown(p, false);
 }
 
+/* SCALE REPLICAS n (replicas, issue 6): a forced count until the next SET of min_replicas or
+   max_replicas; the replicas are built or drained in the background (see SHOW COMPUTES). */
+static void do_scale_replicas(struct client *c, int n)
+{
+    struct proxy *p = c->proxy;
+    char err[256];
+    if (p->replicas == NULL) {
+        answer_error(c, "55000", "replicas are not available (static compute provider)");
+        return;
+    }
+    if (replicaset_scale(p->replicas, n, err, sizeof(err)) != 0) {
+        answer_error(c, "22023", "%s", err);
+        return;
+    }
+    char what[48];
+    snprintf(what, sizeof(what), "SCALE REPLICAS %d", n);
+    log_action(c, what);
+    answer_done(c, "SCALE");
+}
+
 static void run(struct client *c, const struct admincmd *cmd)
 {
     struct proxy *p = c->proxy;
@@ -1100,6 +1158,9 @@ static void run(struct client *c, const struct admincmd *cmd)
         break;
     case ADMINCMD_BACKUP:
         do_backup(c);
+        break;
+    case ADMINCMD_SCALE_REPLICAS:
+        do_scale_replicas(c, cmd->replicas);
         break;
     }
 }

@@ -27,6 +27,7 @@ struct account;
 struct metrics;
 struct backupctl;
 struct txn_registry;
+struct replicaset;
 
 #define PROXY_MAX_LISTENERS  16
 #define PROXY_CANCEL_BUCKETS 4096
@@ -72,6 +73,7 @@ struct proxy {
     ev_check reaper;
     uint8_t mock_key[32];          /* keeps SCRAM fake salts of unknown users stable */
     struct txn_registry *registry; /* prepared statement texts (transaction pooling) */
+    struct replicaset *replicas;   /* read replicas (issue 6), set by main; NULL when none */
 
     struct proxy_stats stats;
     int64_t last_activity_ms; /* wall-clock ms of the last client message or result */
