@@ -26,6 +26,7 @@
 #include "pgtide/log.h"
 #include "pgtide/metrics.h"
 #include "pgtide/proxy.h"
+#include "pgtide/replica.h"
 #include "pgtide/restore.h"
 #include "pgtide/secret.h"
 #include "pgtide/state.h"
@@ -52,6 +53,7 @@ struct app {
     struct autoscale_driver *autoscale; /* vertical autoscaling of the primary (issue 5) */
     struct account *account; /* usage ledger (issue 5) */
     struct metrics *metrics; /* Prometheus endpoint (issue 5); NULL when off */
+    struct replicaset *replicas; /* read replicas (issue 6); NULL with the static provider */
     ev_signal sighup, sigterm, sigint;
     ev_timer drain;
     bool stopping;
@@ -345,11 +347,16 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void on_compute(void *arg, struct compute *c, enum compute_state from, enum compute_state to)
 {
-    (void) c;
     struct app *a = arg;
+    if (c != a->primary) { /* read replicas (issue 6): their servers go, the ledger bills them */
+        account_compute_changed(a->account, c, from, to);
+        return;
+    }
     if (a->proxy != NULL)
         proxy_compute_changed(a->proxy, (int) from, (int) to);
     account_compute_changed(a->account, c, from, to);
+    if (a->replicas != NULL) /* replicas never outlive the primary (issue 6) */
+        replicaset_primary_changed(a->replicas, from, to);
 }
 
 /* compute units (issue 5): every live resize of the primary is a RESIZE record in the ledger */
@@ -422,6 +429,13 @@ static int cmd_run(struct app *a)
        its resizes go to the usage ledger */
     compute_set_resize_hook(a->primary, on_resized, a);
     a->autoscale = autoscale_driver_new(a->loop, a->primary);
+    /* read replicas (issue 6): built from storage, streaming from the primary, scaled by policy
+       or SCALE REPLICAS; their state changes reach on_compute (proxy + ledger) */
+    if (a->cfg->compute_provider == PROVIDER_LOCAL) {
+        struct replica_hooks rhooks = {on_compute, a};
+        a->replicas = replicaset_new(a->loop, a->cfg, &a->store, a->primary, &rhooks);
+        a->proxy->replicas = a->replicas;
+    }
     if (created)
         seed_auth_cache(a);
     if (proxy_listen(a->proxy, err, sizeof(err)) != 0) {
@@ -438,6 +452,9 @@ static int cmd_run(struct app *a)
     }
     print_connect_info(a);
     ev_run(a->loop, 0);
+    a->proxy->replicas = NULL; /* issue 6: replicas stop before the primary */
+    replicaset_free(a->replicas);
+    a->replicas = NULL;
     metrics_free(a->metrics);
     account_free(a->account);
     backupctl_free(a->proxy->backups);
