@@ -349,6 +349,8 @@ static void on_compute(void *arg, struct compute *c, enum compute_state from, en
 {
     struct app *a = arg;
     if (c != a->primary) { /* read replicas (issue 6): their servers go, the ledger bills them */
+        if (a->proxy != NULL)
+            proxy_replica_changed(a->proxy, c, (int) from, (int) to);
         account_compute_changed(a->account, c, from, to);
         return;
     }

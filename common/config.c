@@ -237,8 +237,7 @@ static const struct key_def keys[] = {
     {"cpu_low", KT_FRACTION, F(cpu_low), "0.3", true, 0, 99, NULL, NULL},
     {"min_replicas", KT_INT, F(min_replicas), "0", true, 0, 16, NULL, NULL},
     {"max_replicas", KT_INT, F(max_replicas), "0", true, 0, 16, NULL, NULL},
-    {"max_replica_lag", KT_SIZE, F(max_replica_lag), "16MB", true, 0, INT64_C(1) << 40, NULL,
-     NULL},
+    {"max_replica_lag", KT_SIZE, F(max_replica_lag), "16MB", true, 0, INT64_C(1) << 40, NULL, NULL},
     /* usage accounting and metrics (issue 5: ledger, usage, metrics) */
     {"ledger_heartbeat", KT_DURATION, F(ledger_heartbeat), "5s", true, 1000, 3600000, NULL, NULL},
     {"paused_rate", KT_FRACTION, F(paused_rate), "0.1", true, 0, 100, NULL, NULL},
@@ -259,6 +258,8 @@ static const struct key_def keys[] = {
     {"backup_timezone", KT_STRING, F(backup_timezone), "UTC", true, 0, 0, NULL, NULL},
     {"backup_keep", KT_INT, F(backup_keep), "7", true, 0, 100000, NULL, NULL},
     {"backup_max_age", KT_DURATION, F(backup_max_age), "0", true, 0, MAX_DURATION, NULL, NULL},
+    /* reader endpoint (issue 6: routing) */
+    {"read_port", KT_INT, F(read_port), "6433", false, 0, 65535, NULL, NULL},
     /* replica autoscaling (issue 6: replica set) */
     {"replica_scale_wait", KT_DURATION, F(replica_scale_wait), "1s", true, 0, DAY_MS, NULL, NULL},
 };

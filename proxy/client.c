@@ -32,6 +32,7 @@
 #include "pgtide/pkt.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
+#include "pgtide/replica.h"
 #include "pgtide/server.h"
 #include "pgtide/tls.h"
 
@@ -144,6 +145,17 @@ int client_queue(struct client *c, const void *data, size_t len)
 
 static void finish_close(struct client *c);
 
+static void auth_free(struct client *c)
+{
+    if (c->auth == NULL)
+        return;
+    secret_clear(&c->auth->secret);
+    scram_server_clear(&c->auth->scram);
+    OPENSSL_cleanse(c->auth, sizeof(*c->auth));
+    free(c->auth);
+    c->auth = NULL;
+}
+
 /* Writes what is queued. Returns true when nothing is left. */
 static bool flush_out(struct client *c)
 {
@@ -252,20 +264,14 @@ static void finish_close(struct client *c)
 
 void client_free(struct client *c)
 {
-    for (int i = 0; i < c->nparams; i++) {
-        free(c->params[i].name);
-        free(c->params[i].value);
-    }
-    for (int i = 0; i < c->nopts; i++) {
-        free(c->opts[i].name);
-        free(c->opts[i].value);
-    }
+    txn_param_free(&c->params, &c->nparams, &c->params_cap);
+    txn_param_free(&c->opts, &c->nopts, &c->opts_cap);
     txn_client_free(c);
     free(c->user);
     free(c->database);
-    secret_clear(&c->secret);
-    scram_server_clear(&c->scram);
-    OPENSSL_cleanse(c->client_key, sizeof(c->client_key));
+    auth_free(c);
+    free(c->custom);
+    free(c->lost_msg);
     free(c);
 }
 
@@ -317,6 +323,8 @@ static void note_custom_set(struct client *c, const char *sql, uint32_t len)
     for (int i = 0; i < c->ncustom; i++)
         if (strcmp(c->custom[i], name) == 0)
             return;
+    if (c->custom == NULL && (c->custom = calloc(CLIENT_MAX_CUSTOM, sizeof(*c->custom))) == NULL)
+        return;
     if (c->ncustom < CLIENT_MAX_CUSTOM)
         memcpy(c->custom[c->ncustom++], name, k + 1);
 }
@@ -396,28 +404,6 @@ void client_pump(struct client *c)
 
 static void send_welcome(struct client *c, struct server *s);
 
-static int add_param(struct client_param *arr, int *n, const char *name, const char *value)
-{
-    for (int i = 0; i < *n; i++) {
-        if (strcmp(arr[i].name, name) == 0) { /* a later value wins, as in PostgreSQL */
-            char *v = strdup(value);
-            if (v == NULL)
-                return -1;
-            free(arr[i].value);
-            arr[i].value = v;
-            return 0;
-        }
-    }
-    if (*n >= CLIENT_MAX_PARAMS)
-        return -2;
-    arr[*n].name = strdup(name);
-    arr[*n].value = strdup(value);
-    if (arr[*n].name == NULL || arr[*n].value == NULL)
-        return -1;
-    (*n)++;
-    return 0;
-}
-
 /* Splits the options startup parameter ("-c name=value", "--name=value", backslash-escaped
    spaces) into settings. */
 static int parse_options(struct client *c, const char *opts)
@@ -450,9 +436,29 @@ static int parse_options(struct client *c, const char *opts)
         for (char *d = kv; *d != '\0'; d++)
             if (*d == '-')
                 *d = '_';
-        int rc = add_param(c->opts, &c->nopts, kv, eq + 1);
+        int rc = txn_param_put(&c->opts, &c->nopts, &c->opts_cap, kv, eq + 1);
         if (rc != 0)
             return rc;
+    }
+    return 0;
+}
+
+/* options=-c pgtide.route=replica|primary is pgtide's, not the server's: take it out. */
+static int take_route(struct client *c)
+{
+    for (int i = 0; i < c->nopts; i++) {
+        if (strcmp(c->opts[i].name, "pgtide.route") != 0)
+            continue;
+        if (strcmp(c->opts[i].value, "replica") == 0)
+            c->reader = true;
+        else if (strcmp(c->opts[i].value, "primary") == 0)
+            c->reader = false;
+        else
+            return -2;
+        free(c->opts[i].name);
+        free(c->opts[i].value);
+        c->opts[i] = c->opts[--c->nopts];
+        return 0;
     }
     return 0;
 }
@@ -471,12 +477,15 @@ static int copy_startup(struct client *c, const struct pkt_startup *st)
         if (!strcmp(n, "user") || !strcmp(n, "database") || !strcmp(n, "replication") ||
             !strncmp(n, "_pq_.", 5))
             continue;
-        if (!strcmp(n, "options"))
+        if (!strcmp(n, "options")) {
             rc = parse_options(c, v);
+            if (rc == 0)
+                rc = take_route(c);
+        }
         else if (txn_param_is_reported(n))
-            rc = add_param(c->params, &c->nparams, n, v);
+            rc = txn_param_put(&c->params, &c->nparams, &c->params_cap, n, v);
         else
-            rc = add_param(c->opts, &c->nopts, n, v);
+            rc = txn_param_put(&c->opts, &c->nopts, &c->opts_cap, n, v);
         if (rc != 0)
             return rc;
     }
@@ -559,20 +568,25 @@ static void on_secret(void *arg, const char *secret)
     if (c->state == CLIENT_CLOSING || c->close_pending)
         return;
     client_set_state(c, CLIENT_AUTH);
-    c->user_known = secret != NULL && secret_parse(secret, &c->secret) == 0;
+    c->auth = calloc(1, sizeof(*c->auth));
+    if (c->auth == NULL) {
+        client_fatal(c, "53200", "out of memory");
+        return;
+    }
+    c->auth->user_known = secret != NULL && secret_parse(secret, &c->auth->secret) == 0;
     int m = c->auth_method;
-    bool scram = m == HBA_SCRAM || (m == HBA_MD5 && c->secret.kind == SECRET_SCRAM);
-    if (scram && c->user_known && c->secret.kind == SECRET_PLAIN) {
+    bool scram = m == HBA_SCRAM || (m == HBA_MD5 && c->auth->secret.kind == SECRET_SCRAM);
+    if (scram && c->auth->user_known && c->auth->secret.kind == SECRET_PLAIN) {
         /* a plaintext auth_file entry: derive a verifier for this exchange */
         char v[SECRET_SCRAM_MAX_TEXT];
         struct secret tmp;
-        if (secret_make_scram(c->secret.plain, 4096, v, sizeof(v)) != 0 ||
+        if (secret_make_scram(c->auth->secret.plain, 4096, v, sizeof(v)) != 0 ||
             secret_parse(v, &tmp) != 0) {
             client_fatal(c, "XX000", "pgtide: cannot derive a SCRAM verifier");
             return;
         }
-        secret_clear(&c->secret);
-        c->secret = tmp;
+        secret_clear(&c->auth->secret);
+        c->auth->secret = tmp;
     }
     if (scram) {
         const char *mechs[2];
@@ -584,12 +598,12 @@ static void on_secret(void *arg, const char *secret)
         c->auth_step = AUTH_SASL_INITIAL;
         (void) flush_out(c);
     } else if (m == HBA_MD5) {
-        if (RAND_bytes(c->md5_salt, 4) != 1) {
+        if (RAND_bytes(c->auth->md5_salt, 4) != 1) {
             client_fatal(c, "XX000", "pgtide: no random bytes");
             return;
         }
         c->auth_step = AUTH_MD5;
-        send_auth(c, PKT_AUTH_MD5, c->md5_salt, 4);
+        send_auth(c, PKT_AUTH_MD5, c->auth->md5_salt, 4);
     } else {
         c->auth_step = AUTH_PASSWORD;
         send_auth(c, PKT_AUTH_CLEARTEXT, NULL, 0);
@@ -609,12 +623,12 @@ static void sasl_initial(struct client *c, const uint8_t *body, uint32_t blen)
     int cb_len = -1;
     if (c->is_tls)
         cb_len = tls_server_end_point(c->conn.sock.ssl, cb);
-    scram_server_init(&c->scram, c->user, c->proxy->mock_key, sizeof(c->proxy->mock_key));
+    scram_server_init(&c->auth->scram, c->user, c->proxy->mock_key, sizeof(c->proxy->mock_key));
     char out[SCRAM_MSG_MAX + 64];
     size_t olen = 0;
     const struct scram_keys *keys =
-        c->user_known && c->secret.kind == SECRET_SCRAM ? &c->secret.scram : NULL;
-    enum scram_result r = scram_server_first(&c->scram, mech, keys, cb_len > 0 ? cb : NULL,
+        c->auth->user_known && c->auth->secret.kind == SECRET_SCRAM ? &c->auth->secret.scram : NULL;
+    enum scram_result r = scram_server_first(&c->auth->scram, mech, keys, cb_len > 0 ? cb : NULL,
                                              cb_len > 0 ? (size_t) cb_len : 0, data, (size_t) dlen,
                                              out, sizeof(out), &olen);
     if (r == SCRAM_CONTINUE) {
@@ -631,9 +645,9 @@ static void sasl_final(struct client *c, const uint8_t *body, uint32_t blen)
 {
     char out[256];
     size_t olen = 0;
-    enum scram_result r = scram_server_final(&c->scram, body, blen, out, sizeof(out), &olen);
+    enum scram_result r = scram_server_final(&c->auth->scram, body, blen, out, sizeof(out), &olen);
     if (r == SCRAM_OK) {
-        c->has_client_key = scram_server_client_key(&c->scram, c->client_key);
+        c->auth->has_client_key = scram_server_client_key(&c->auth->scram, c->auth->client_key);
         pkt_write_auth(outb(c), PKT_AUTH_SASL_FINAL, out, olen);
         auth_ok(c);
     } else if (r == SCRAM_FAIL) {
@@ -663,9 +677,9 @@ static void password_message(struct client *c, uint8_t t, const uint8_t *body, u
             client_fatal(c, "08P01", "malformed password message");
             return;
         }
-        if (c->user_known &&
-            (c->auth_step == AUTH_MD5 ? secret_check_md5(&c->secret, c->user, c->md5_salt, pw)
-                                      : secret_check_password(&c->secret, c->user, pw)))
+        if (c->auth->user_known &&
+            (c->auth_step == AUTH_MD5 ? secret_check_md5(&c->auth->secret, c->user, c->auth->md5_salt, pw)
+                                      : secret_check_password(&c->auth->secret, c->user, pw)))
             auth_ok(c);
         else
             auth_failed(c);
@@ -706,10 +720,36 @@ static void admin_welcome(struct client *c)
     (void) flush_out(c);
 }
 
-/* Asks for a server, holding the client while the compute is not running. */
+/* Outstanding requests on a compute: the replica set balances readers by it. */
+static int compute_load(void *arg, struct compute *cp)
+{
+    int in_flight;
+    (void) pool_sessions_on(arg, cp, &in_flight);
+    return in_flight;
+}
+
+/* Asks for a server, holding the client while the compute is not running. A reader goes to the
+   least loaded replica in rotation, else to the primary. */
 static void request_server(struct client *c)
 {
     struct proxy *p = c->proxy;
+    if (c->reader && p->replicas != NULL && !p->paused) {
+        struct compute *r = replicaset_pick(p->replicas, compute_load, p);
+        struct pool *pool = r != NULL ? pool_get_for(p, r, c->database, c->user) : NULL;
+        if (pool != NULL) {
+            c->pool = pool;
+            client_set_state(c, CLIENT_WAITING);
+            arm_timer(c, p->cfg->query_wait_timeout);
+            pool_request(c->pool, c);
+            return;
+        }
+    }
+    if (c->pool == NULL || c->pool->compute != p->primary)
+        c->pool = pool_get(p, c->database, c->user);
+    if (c->pool == NULL) {
+        client_fatal(c, "53200", "out of memory");
+        return;
+    }
     if (p->paused || compute_get_state(p->primary) != COMPUTE_RUNNING) {
         client_set_state(c, CLIENT_HELD);
         arm_timer(c, p->cfg->wake_timeout);
@@ -746,11 +786,12 @@ static void auth_ok(struct client *c)
         client_fatal(c, "53200", "out of memory");
         return;
     }
-    if (c->has_client_key && c->secret.kind == SECRET_SCRAM) {
-        memcpy(c->pool->client_key, c->client_key, 32);
-        c->pool->client_keys = c->secret.scram;
+    if (c->auth != NULL && c->auth->has_client_key && c->auth->secret.kind == SECRET_SCRAM) {
+        memcpy(c->pool->client_key, c->auth->client_key, 32);
+        c->pool->client_keys = c->auth->secret.scram;
         c->pool->has_client_key = true;
     }
+    auth_free(c);
     c->pool_mode = c->pool->pool_mode;
     CLOG(LOG_LVL_INFO, c, "login (%s%s)", hba_method_name(c->auth_method),
          c->is_tls ? ", TLS" : "");
@@ -1011,7 +1052,7 @@ static void read_step(struct client *c)
             break;
         }
         if (c->lost_code[0] != '\0') {
-            client_fatal(c, c->lost_code, "%s", c->lost_msg);
+            client_fatal(c, c->lost_code, "%s", c->lost_msg ? c->lost_msg : "server connection lost");
             break;
         }
         /* it speaks: a server (with a parked session's snapshot replayed), then its message */
@@ -1119,6 +1160,7 @@ struct client *client_accept(struct proxy *p, struct listener *l, int fd,
     c->id = ++p->next_client_id;
     c->state = CLIENT_STARTUP;
     c->is_unix = l->is_unix;
+    c->reader = l->reader;
     c->txn = 'I';
     if (alen > 0 && (size_t) alen <= sizeof(c->addr))
         memcpy(&c->addr, addr, (size_t) alen);
@@ -1241,7 +1283,8 @@ void client_server_lost(struct client *c, const char *sqlstate, const char *msg,
         /* an error sent now would be lost: an idle libpq reads nothing, and its next write
            meets a closed socket. Keep the connection and answer its next message with it. */
         snprintf(c->lost_code, sizeof(c->lost_code), "%s", sqlstate);
-        snprintf(c->lost_msg, sizeof(c->lost_msg), "%s", msg);
+        free(c->lost_msg);
+        c->lost_msg = strdup(msg);
         client_set_state(c, CLIENT_IDLE);
         relay_read_on(c->proxy->loop, &c->conn, true);
         CLOG(LOG_LVL_INFO, c, "server lost while idle: %s (told at its next message)", msg);

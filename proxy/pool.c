@@ -7,9 +7,11 @@
 #include "pgtide/pool.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "pgtide/client.h"
+#include "pgtide/compute.h"
 #include "pgtide/config.h"
 #include "pgtide/log.h"
 #include "pgtide/proxy.h"
@@ -17,11 +19,18 @@
 
 struct pool *pool_get(struct proxy *p, const char *database, const char *user)
 {
+    return pool_get_for(p, p->primary, database, user);
+}
+
+struct pool *pool_get_for(struct proxy *p, struct compute *compute, const char *database,
+                          const char *user)
+{
     struct list_node *it, *tmp;
     list_for_each_safe(it, tmp, &p->pools)
     {
         struct pool *pool = container_of(it, struct pool, node);
-        if (strcmp(pool->database, database) == 0 && strcmp(pool->user, user) == 0)
+        if (pool->compute == compute && strcmp(pool->database, database) == 0 &&
+            strcmp(pool->user, user) == 0)
             return pool;
     }
     struct pool *pool = calloc(1, sizeof(*pool));
@@ -36,6 +45,7 @@ struct pool *pool_get(struct proxy *p, const char *database, const char *user)
         return NULL;
     }
     pool->proxy = p;
+    pool->compute = compute;
     pool->pool_mode = config_pool_mode_for(
         p->cfg->user_pool_modes, user,
         config_pool_mode_for(p->cfg->database_pool_modes, database, p->cfg->pool_mode));
@@ -145,6 +155,12 @@ void pool_maintain(struct pool *pool, int64_t now_ms)
         else if (cfg->server_lifetime > 0 && now_ms - s->connect_ms >= cfg->server_lifetime)
             server_close(s, "server_lifetime");
     }
+    /* min_pool_size: keep that many open while the compute runs (never wakes it) */
+    while (pool->nservers < cfg->min_pool_size && pool->nservers < cfg->pool_size &&
+           compute_get_state(pool->compute) == COMPUTE_RUNNING && !pool->proxy->shutting_down) {
+        if (server_new(pool) == NULL)
+            break;
+    }
 }
 
 void pool_close_idle_all(struct proxy *p)
@@ -158,6 +174,46 @@ void pool_close_idle_all(struct proxy *p)
             server_close(container_of(jt, struct server, node), "closing idle servers");
         }
     }
+}
+
+void pool_close_compute(struct proxy *p, struct compute *compute, const char *sqlstate,
+                        const char *msg, const char *reason)
+{
+    struct list_node *pt, *ptmp, *it, *tmp;
+    list_for_each_safe(pt, ptmp, &p->pools)
+    {
+        struct pool *pool = container_of(pt, struct pool, node);
+        if (pool->compute != compute)
+            continue;
+        struct list_node *lists[] = {&pool->idle, &pool->opening, &pool->used};
+        for (size_t i = 0; i < 3; i++) {
+            list_for_each_safe(it, tmp, lists[i])
+            {
+                struct server *s = container_of(it, struct server, node);
+                snprintf(s->error_code, sizeof(s->error_code), "%s", sqlstate);
+                snprintf(s->error_msg, sizeof(s->error_msg), "%s", msg);
+                server_close(s, reason);
+            }
+        }
+    }
+}
+
+int pool_sessions_on(const struct proxy *p, const struct compute *compute, int *in_flight)
+{
+    int n = 0;
+    *in_flight = 0;
+    for (const struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
+        const struct pool *pool = container_of(pt, struct pool, node);
+        if (pool->compute != compute)
+            continue;
+        for (const struct list_node *it = pool->used.next; it != &pool->used; it = it->next) {
+            const struct server *s = container_of(it, struct server, node);
+            n++;
+            if (s->in_flight > 0 || s->q.count > 0)
+                (*in_flight)++;
+        }
+    }
+    return n;
 }
 
 int pool_count_clients(const struct pool *pool, int state)

@@ -8,6 +8,7 @@
  */
 #include "pgtide/backup.h"
 #include "pgtide/proxy.h"
+#include "pgtide/replica.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -117,7 +118,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static int add_listener(struct proxy *p, int fd, bool is_unix, const char *path)
+static int add_listener(struct proxy *p, int fd, bool is_unix, const char *path, bool reader)
 {
     if (p->nlisteners >= PROXY_MAX_LISTENERS) {
         close(fd);
@@ -126,6 +127,7 @@ static int add_listener(struct proxy *p, int fd, bool is_unix, const char *path)
     struct listener *l = &p->listeners[p->nlisteners++];
     l->fd = fd;
     l->is_unix = is_unix;
+    l->reader = reader;
     l->proxy = p;
     snprintf(l->path, sizeof(l->path), "%s", path ? path : "");
     ev_io_init(&l->io, on_accept, fd, EV_READ);
@@ -133,7 +135,8 @@ static int add_listener(struct proxy *p, int fd, bool is_unix, const char *path)
     return 0;
 }
 
-static int listen_tcp(struct proxy *p, const char *host, int port, char *err, size_t errlen)
+static int listen_tcp(struct proxy *p, const char *host, int port, bool reader, char *err,
+                      size_t errlen)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res, *ai;
     char ports[16];
@@ -159,7 +162,7 @@ static int listen_tcp(struct proxy *p, const char *host, int port, char *err, si
             freeaddrinfo(res);
             return -1;
         }
-        if (add_listener(p, fd, false, NULL) == 0)
+        if (add_listener(p, fd, false, NULL, reader) == 0)
             opened++;
     }
     freeaddrinfo(res);
@@ -170,7 +173,8 @@ static int listen_tcp(struct proxy *p, const char *host, int port, char *err, si
     return 0;
 }
 
-static int listen_unix(struct proxy *p, const char *dir, int port, char *err, size_t errlen)
+static int listen_unix(struct proxy *p, const char *dir, int port, bool reader, char *err,
+                       size_t errlen)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     if ((size_t) snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", dir, port) >=
@@ -197,7 +201,7 @@ static int listen_unix(struct proxy *p, const char *dir, int port, char *err, si
         return -1;
     }
     chmod(sun.sun_path, (mode_t) p->cfg->unix_socket_mode);
-    return add_listener(p, fd, true, sun.sun_path);
+    return add_listener(p, fd, true, sun.sun_path, reader);
 }
 
 int proxy_listen(struct proxy *p, char *err, size_t errlen)
@@ -208,17 +212,21 @@ int proxy_listen(struct proxy *p, char *err, size_t errlen)
         return -1;
     char *save = NULL;
     for (char *a = strtok_r(addrs, ", ", &save); a != NULL; a = strtok_r(NULL, ", ", &save)) {
-        if (listen_tcp(p, a, cfg->listen_port, err, errlen) != 0) {
+        if (listen_tcp(p, a, cfg->listen_port, false, err, errlen) != 0 ||
+            (cfg->read_port > 0 && listen_tcp(p, a, cfg->read_port, true, err, errlen) != 0)) {
             free(addrs);
             return -1;
         }
     }
     free(addrs);
     if (cfg->unix_socket_dir[0] != '\0' &&
-        listen_unix(p, cfg->unix_socket_dir, cfg->listen_port, err, errlen) != 0)
+        (listen_unix(p, cfg->unix_socket_dir, cfg->listen_port, false, err, errlen) != 0 ||
+         (cfg->read_port > 0 &&
+          listen_unix(p, cfg->unix_socket_dir, cfg->read_port, true, err, errlen) != 0)))
         return -1;
-    log_info("listening on %s port %d%s%s", cfg->listen_addr, cfg->listen_port,
-             cfg->unix_socket_dir[0] ? " and unix socket dir " : "", cfg->unix_socket_dir);
+    log_info("listening on %s port %d (reader endpoint: %d)%s%s", cfg->listen_addr,
+             cfg->listen_port, cfg->read_port, cfg->unix_socket_dir[0] ? ", unix sockets in " : "",
+             cfg->unix_socket_dir);
     return 0;
 }
 
@@ -273,6 +281,22 @@ static void on_reap(struct ev_loop *loop, ev_check *w, int revents)
 
 /* ---- compute and idle policy -------------------------------------------------------------- */
 
+static void close_compute_servers(struct proxy *p, struct compute *c, int to)
+{
+    pool_close_compute(p, c, to == COMPUTE_FAILED ? "08006" : "57P01",
+                       to == COMPUTE_FAILED ? "pgtide: the compute stopped unexpectedly; your "
+                                              "session was lost, reconnect (committed work is kept)"
+                                            : "pgtide: the compute was stopped",
+                       to == COMPUTE_FAILED ? "compute failed" : "compute stopped");
+}
+
+void proxy_replica_changed(struct proxy *p, struct compute *c, int from, int to)
+{
+    (void) from;
+    if (to == COMPUTE_FAILED || to == COMPUTE_SUSPENDED || to == COMPUTE_SUSPENDING)
+        close_compute_servers(p, c, to == COMPUTE_FAILED ? COMPUTE_FAILED : COMPUTE_SUSPENDED);
+}
+
 void proxy_compute_changed(struct proxy *p, int from, int to)
 {
     struct list_node *it, *tmp;
@@ -287,26 +311,7 @@ void proxy_compute_changed(struct proxy *p, int from, int to)
         }
     } else if (to == COMPUTE_FAILED || to == COMPUTE_SUSPENDED) {
         /* servers of a compute that is gone are useless */
-        struct list_node *pt, *ptmp;
-        list_for_each_safe(pt, ptmp, &p->pools)
-        {
-            struct pool *pool = container_of(pt, struct pool, node);
-            struct list_node *lists[] = {&pool->idle, &pool->opening, &pool->used};
-            for (size_t i = 0; i < 3; i++) {
-                list_for_each_safe(it, tmp, lists[i])
-                {
-                    struct server *s = container_of(it, struct server, node);
-                    snprintf(s->error_code, sizeof(s->error_code), "%s",
-                             to == COMPUTE_FAILED ? "08006" : "57P01");
-                    snprintf(s->error_msg, sizeof(s->error_msg), "%s",
-                             to == COMPUTE_FAILED
-                                 ? "pgtide: the compute stopped unexpectedly; your session was "
-                                   "lost, reconnect (committed work is kept)"
-                                 : "pgtide: the compute was suspended");
-                    server_close(s, to == COMPUTE_FAILED ? "compute failed" : "compute stopped");
-                }
-            }
-        }
+        close_compute_servers(p, p->primary, to);
         if (to == COMPUTE_FAILED && p->authdb != NULL)
             authdb_compute_failed(p->authdb);
         /* demand is still there: start again */
@@ -336,6 +341,32 @@ static void measure(struct proxy *p, int *active, int *unparkable)
     }
 }
 
+/* Tells the replica set how many sessions each replica still serves (draining) and how long
+   reader clients wait (scale-out demand). */
+static void report_readers(struct proxy *p, int64_t now)
+{
+    int n = replicaset_count(p->replicas);
+    for (int i = 0; i < n; i++) {
+        struct replica_info info;
+        int in_flight;
+        if (replicaset_info(p->replicas, i, &info) && info.compute != NULL)
+            replicaset_note_sessions(p->replicas, info.compute,
+                                     pool_sessions_on(p, info.compute, &in_flight));
+    }
+    int waiting = 0;
+    int64_t longest = 0;
+    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
+        const struct client *c = container_of(it, struct client, node);
+        if (!c->reader || (c->state != CLIENT_WAITING && c->state != CLIENT_HELD) ||
+            c->wait_start_ms == 0)
+            continue;
+        waiting++;
+        if (now - c->wait_start_ms > longest)
+            longest = now - c->wait_start_ms;
+    }
+    replicaset_note_demand(p->replicas, waiting, longest);
+}
+
 static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void) loop;
@@ -350,6 +381,8 @@ static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
         {
             pool_maintain(container_of(it, struct pool, node), now);
         }
+        if (p->replicas != NULL)
+            report_readers(p, now);
     }
     if (p->primary == NULL || compute_is_static(p->primary) || p->shutting_down)
         return;

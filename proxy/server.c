@@ -803,7 +803,7 @@ struct server *server_new(struct pool *pool)
     struct proxy *p = pool->proxy;
     char err[256];
     bool is_unix;
-    int fd = open_endpoint(p->primary, &is_unix, err, sizeof(err));
+    int fd = open_endpoint(pool->compute, &is_unix, err, sizeof(err));
     if (fd < 0) {
         log_warn("pool %s/%s: cannot open a server connection: %s", pool->database, pool->user,
                  err);
@@ -1021,7 +1021,7 @@ void server_send_cancel(struct server *s)
     struct proxy *p = proxy_of(s);
     char err[256];
     bool is_unix;
-    int fd = open_endpoint(p->primary, &is_unix, err, sizeof(err));
+    int fd = open_endpoint(s->pool->compute, &is_unix, err, sizeof(err));
     if (fd < 0) {
         log_warn("cannot send a cancel request: %s", err);
         return;

@@ -236,11 +236,7 @@ void txn_client_free(struct client *c)
     names_clear(&c->names);
     free(c->names.buckets);
     c->names.buckets = NULL;
-    for (int i = 0; i < c->nps; i++) {
-        free(c->ps[i].name);
-        free(c->ps[i].value);
-    }
-    c->nps = 0;
+    txn_param_free(&c->ps, &c->nps, &c->ps_cap);
 }
 
 /* ---- a server's prepared set (LRU) -------------------------------------------------------- */
@@ -332,9 +328,21 @@ void txn_server_forget(struct server *s)
     s->napplied = 0;
 }
 
+void txn_param_free(struct client_param **arr, int *n, int *cap)
+{
+    for (int i = 0; i < *n; i++) {
+        free((*arr)[i].name);
+        free((*arr)[i].value);
+    }
+    free(*arr);
+    *arr = NULL;
+    *n = *cap = 0;
+}
+
 void txn_server_free(struct server *s)
 {
     txn_server_forget(s);
+    txn_param_free(&s->applied, &s->napplied, &s->applied_cap);
     free(s->prepared.ids);
     free(s->q.e);
     if (s->fakes.buf != NULL)
@@ -861,8 +869,10 @@ bool txn_param_is_reported(const char *name)
     return false;
 }
 
-static int set_param(struct client_param *arr, int *n, int max, const char *name, const char *value)
+int txn_param_put(struct client_param **parr, int *n, int *cap, const char *name,
+                  const char *value)
 {
+    struct client_param *arr = *parr;
     for (int i = 0; i < *n; i++) {
         if (strcmp(arr[i].name, name) == 0) {
             if (strcmp(arr[i].value, value) == 0)
@@ -875,8 +885,16 @@ static int set_param(struct client_param *arr, int *n, int max, const char *name
             return 0;
         }
     }
-    if (*n >= max)
-        return -1;
+    if (*n >= CLIENT_MAX_PARAMS)
+        return -2;
+    if (*n == *cap) {
+        int ncap = *cap ? *cap * 2 : 4;
+        struct client_param *na = realloc(arr, (size_t) ncap * sizeof(*na));
+        if (na == NULL)
+            return -1;
+        *parr = arr = na;
+        *cap = ncap;
+    }
     char *nm = strdup(name), *v = strdup(value);
     if (nm == NULL || v == NULL) {
         free(nm);
@@ -891,7 +909,7 @@ static int set_param(struct client_param *arr, int *n, int max, const char *name
 
 void txn_client_saw_param(struct client *c, const char *name, const char *value)
 {
-    (void) set_param(c->ps, &c->nps, CLIENT_MAX_PARAMS, name, value);
+    (void) txn_param_put(&c->ps, &c->nps, &c->ps_cap, name, value);
 }
 
 static const char *find(const struct client_param *arr, int n, const char *name)
@@ -947,6 +965,6 @@ void txn_settings_applied(struct server *s, const struct client *c)
     }
     s->napplied = 0;
     for (int i = 0; i < c->nopts; i++)
-        (void) set_param(s->applied, &s->napplied, CLIENT_MAX_PARAMS, c->opts[i].name,
-                         c->opts[i].value);
+        (void) txn_param_put(&s->applied, &s->napplied, &s->applied_cap, c->opts[i].name,
+                             c->opts[i].value);
 }

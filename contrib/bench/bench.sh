@@ -9,6 +9,10 @@
 #
 # Usage: contrib/bench/bench.sh [-T SECONDS per run, default 10] [-s SCALE, default 10]
 #                               [-p POOL_SIZE, default 16] [-r RUNS, default 3]
+#                               [-m session|transaction, default session]
+# In transaction mode the rows are those of issue 4: -S (simple), -S -M prepared, -S -C (new
+# connection per transaction, SCRAM), TPC-B-like, at 16 clients, and -S at 256 clients.
+# WORKLOADS="..." (one pgbench option set per line) overrides the rows.
 # Environment: PGTIDE_BIN (default ./pgtide at the repo top; without it the pgtide column is n/a),
 #              BENCH_SSLMODE (client sslmode for all targets, default disable).
 set -u
@@ -20,12 +24,14 @@ DUR=10
 SCALE=10
 POOL=16
 RUNS=3
-while getopts "T:s:p:r:h" o; do
+MODE=session
+while getopts "T:s:p:r:m:h" o; do
     case "$o" in
     T) DUR=$OPTARG ;;
     s) SCALE=$OPTARG ;;
     p) POOL=$OPTARG ;;
     r) RUNS=$OPTARG ;;
+    m) MODE=$OPTARG ;;
     *)
         sed -n '2,14p' "$0"
         exit 2
@@ -36,7 +42,7 @@ SSLMODE=${BENCH_SSLMODE:-disable}
 PGBENCH=$PGT_BINDIR/pgbench
 CLIENTS=16
 
-pgt_start_pg "max_connections = 200"
+pgt_start_pg "max_connections = 400"
 export PGPASSWORD=secret
 pgt_log "pgbench -i -s $SCALE"
 "$PGBENCH" -i -q -s "$SCALE" -h "$PG_SOCK" -p "$PG_PORT" -U app appdb >/dev/null 2>&1 ||
@@ -56,9 +62,9 @@ listen_port = $BNC_PORT
 unix_socket_dir = $BNC_DIR
 auth_type = scram-sha-256
 auth_file = $BNC_DIR/users.txt
-pool_mode = session
+pool_mode = $MODE
 default_pool_size = $POOL
-max_client_conn = 500
+max_client_conn = 1000
 logfile = $BNC_DIR/pgbouncer.log
 pidfile = $BNC_DIR/pgbouncer.pid
 EOF
@@ -74,14 +80,21 @@ pgt_wait_ready 127.0.0.1 "$BNC_PORT" app secret appdb "$BNC_PID" "$BNC_DIR/pgbou
 targets=(direct pgbouncer)
 declare -A PORTS=([direct]=$PG_PORT [pgbouncer]=$BNC_PORT)
 if pgt_pgtide_bin >/dev/null; then
-    pgt_start_pgtide_static "pool_size=$POOL" pool_mode=session
+    pgt_start_pgtide_static "pool_size=$POOL" "pool_mode=$MODE" log_level=warning
     targets+=(pgtide)
     PORTS[pgtide]=$TIDE_PORT
 else
     pgt_log "no pgtide binary: the pgtide column will be n/a"
 fi
 
-workloads=("-S -c $CLIENTS" "-S -c $CLIENTS -C" "-c $CLIENTS")
+if [ -n "${WORKLOADS:-}" ]; then
+    mapfile -t workloads <<<"$WORKLOADS"
+elif [ "$MODE" = transaction ]; then
+    workloads=("-S -c $CLIENTS" "-S -M prepared -c $CLIENTS" "-S -c $CLIENTS -C" "-c $CLIENTS"
+        "-S -c 256")
+else
+    workloads=("-S -c $CLIENTS" "-S -c $CLIENTS -C" "-c $CLIENTS")
+fi
 declare -A TPS LAT
 
 # bench_one TARGET WORKLOAD: prints "tps latency_ms" of one pgbench run
@@ -115,10 +128,10 @@ done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "n/a") printf "%.2f", a / b; else print "n/a" }'; }
 
 echo
-echo "pgbench, ${DUR}s per run, median of $RUNS, scale $SCALE, pool size $POOL, sslmode=$SSLMODE"
-printf '%-16s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' workload "direct" "pgbouncer" "pgtide" \
+echo "pgbench, ${DUR}s per run, median of $RUNS, scale $SCALE, pool size $POOL, $MODE pooling, sslmode=$SSLMODE"
+printf '%-22s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' workload "direct" "pgbouncer" "pgtide" \
     "lat dir" "lat bnc" "lat tide" "tide/dir" "tide/bnc"
-printf '%-16s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' "" tps tps tps ms ms ms tps tps
+printf '%-22s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' "" tps tps tps ms ms ms tps tps
 for w in "${workloads[@]}"; do
     declare -A mt=() ml=()
     for t in direct pgbouncer pgtide; do
@@ -132,7 +145,7 @@ for w in "${workloads[@]}"; do
             ml[$t]=n/a
         fi
     done
-    printf '%-16s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' "$w" "${mt[direct]}" \
+    printf '%-22s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' "$w" "${mt[direct]}" \
         "${mt[pgbouncer]}" "${mt[pgtide]}" "${ml[direct]}" "${ml[pgbouncer]}" "${ml[pgtide]}" \
         "$(ratio "${mt[pgtide]}" "${mt[direct]}")" "$(ratio "${mt[pgtide]}" "${mt[pgbouncer]}")"
 done

@@ -49,6 +49,16 @@ enum client_state {
 
 enum client_auth_step { AUTH_NONE, AUTH_SASL_INITIAL, AUTH_SASL_FINAL, AUTH_MD5, AUTH_PASSWORD };
 
+/* What a password exchange needs; allocated for it and freed when it ends. */
+struct client_auth {
+    bool user_known;
+    struct secret secret;
+    struct scram_server scram;
+    uint8_t md5_salt[4];
+    uint8_t client_key[32];
+    bool has_client_key;
+};
+
 #define CLIENT_MAX_PARAMS 32
 #define CLIENT_MAX_CUSTOM 16
 
@@ -70,39 +80,35 @@ struct client {
     char addr_text[64];
 
     char *user, *database;
-    struct client_param params[CLIENT_MAX_PARAMS]; /* startup parameters (options split out) */
-    int nparams;
-    struct client_param opts[CLIENT_MAX_PARAMS]; /* startup settings not reported by servers:
+    struct client_param *params; /* startup parameters (options split out) */
+    int nparams, params_cap;
+    struct client_param *opts; /* startup settings not reported by servers:
                                                     options=-c x=y and non-reported names */
-    int nopts;
-    struct client_param ps[CLIENT_MAX_PARAMS]; /* reported parameters as the client saw them */
-    int nps;
+    int nopts, opts_cap;
+    struct client_param *ps; /* reported parameters as the client saw them */
+    int nps, ps_cap;
     int pool_mode;          /* enum config_pool_mode of its pool */
     struct txn_names names; /* transaction pooling: its prepared statement names */
     uint32_t copy_left;     /* transaction pooling: bytes of a large message still to copy */
 
     enum client_auth_step auth_step;
     int auth_method; /* enum hba_method */
-    bool user_known;
-    struct secret secret;
-    struct scram_server scram;
-    uint8_t md5_salt[4];
-    uint8_t client_key[32];
-    bool has_client_key;
+    struct client_auth *auth; /* only while authenticating: an idle client holds none */
 
     struct pool *pool;
     struct server *server;
     bool welcomed; /* AuthenticationOk .. ReadyForQuery sent */
     bool admin;
+    bool reader; /* reader endpoint or options=-c pgtide.route=replica: served by replicas */
     char txn;  /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
     bool busy; /* a request was forwarded and its ReadyForQuery has not come back */
 
     struct park_item *parked;           /* snapshot of a parked session (IDLE, and during replay) */
     char park_blocker[128];             /* why the last snapshot could not park it; "" = parkable */
-    char custom[CLIENT_MAX_CUSTOM][64]; /* custom settings it SET (not in pg_settings) */
+    char (*custom)[64]; /* custom settings it SET (not in pg_settings); NULL until one is */
     int ncustom;
-    char lost_code[6];  /* its server was lost while it waited for nothing: the error */
-    char lost_msg[256]; /* it gets at its next message */
+    char lost_code[6]; /* its server was lost while it waited for nothing: the error */
+    char *lost_msg;    /* it gets at its next message */
 
     uint32_t cancel_pid, cancel_key;
     struct client *cancel_next;

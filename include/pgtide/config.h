@@ -114,6 +114,8 @@ struct config {
     char *backup_timezone;     /* "UTC": zone backup_schedule is read in */
     int backup_keep;           /* 7: complete backups kept; 0 = no count limit */
     int64_t backup_max_age;    /* ms, 0 = no age limit */
+    /* reader endpoint (issue 6: routing) */
+    int read_port; /* 6433, 0 = none: clients on it are served by replicas (restart only) */
     /* replica autoscaling (issue 6: replica set) */
     int64_t replica_scale_wait; /* ms, 1s: readers waiting longer than this add a replica */
 };

@@ -15,10 +15,12 @@
 struct proxy;
 struct client;
 struct server;
+struct compute;
 
 struct pool {
     struct list_node node; /* proxy->pools */
     struct proxy *proxy;
+    struct compute *compute; /* where its servers connect: the primary or a replica */
     char *database, *user;
     struct list_node opening; /* CONNECTING .. LOGIN */
     struct list_node idle;    /* IDLE */
@@ -41,8 +43,20 @@ struct pool {
     int64_t max_wait_start_ms;
 };
 
-/* Finds or creates the pool for (database, user). NULL when out of memory. */
+/* Finds or creates the primary's pool for (database, user). NULL when out of memory. */
 struct pool *pool_get(struct proxy *p, const char *database, const char *user);
+
+/* The same for any compute (a replica's pools for the reader endpoint). */
+struct pool *pool_get_for(struct proxy *p, struct compute *compute, const char *database,
+                          const char *user);
+
+/* Closes every server of every pool of compute (it failed or stopped), with sqlstate/msg as
+   what their clients are told. */
+void pool_close_compute(struct proxy *p, struct compute *compute, const char *sqlstate,
+                        const char *msg, const char *reason);
+
+/* Sessions (clients holding a server) on compute's pools, and requests in flight there. */
+int pool_sessions_on(const struct proxy *p, const struct compute *compute, int *in_flight);
 
 /* Keeps the reported parameters of the pool's first server (to welcome clients without one). */
 void pool_learn_params(struct pool *pool, const struct server *s);

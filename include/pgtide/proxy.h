@@ -36,6 +36,7 @@ struct listener {
     ev_io io;
     int fd;
     bool is_unix;
+    bool reader;    /* the reader endpoint (read_port): clients go to replicas */
     char path[108]; /* unix socket path, removed at exit */
     struct proxy *proxy;
 };
@@ -120,6 +121,9 @@ void proxy_free(struct proxy *p);
 
 /* Called by the compute's state hook (wired in main). */
 void proxy_compute_changed(struct proxy *p, int from, int to);
+
+/* A replica's state changed (wired in main): its servers go when it fails or stops. */
+void proxy_replica_changed(struct proxy *p, struct compute *c, int from, int to);
 
 /* Cancel keys: register/unregister a client's proxy-issued key; look one up. */
 void proxy_cancel_add(struct proxy *p, struct client *c);

@@ -67,8 +67,8 @@ struct server {
     /* transaction pooling (txn.h) */
     struct txn_queue q;              /* expected answers, in order */
     struct txn_prepared prepared;    /* statements this connection has prepared */
-    struct client_param applied[32]; /* startup settings of a client, as SET here */
-    int napplied;
+    struct client_param *applied; /* startup settings of a client, as SET here */
+    int napplied, applied_cap;
     struct pkt_builder fakes; /* answers pgtide gives itself, due at the next turn */
     bool stmt_violation;      /* statement pooling saw a transaction begin */
     int64_t connect_ms, state_since_ms, last_used_ms;

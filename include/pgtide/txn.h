@@ -30,6 +30,13 @@ struct client_param {
     char *name, *value;
 };
 
+/* Sets name to value in a growable list (both copied; a later value replaces the earlier).
+   Returns 0, -1 out of memory, -2 when the list would exceed CLIENT_MAX_PARAMS entries. */
+int txn_param_put(struct client_param **arr, int *n, int *cap, const char *name, const char *value);
+
+/* Frees a list's strings and the list. */
+void txn_param_free(struct client_param **arr, int *n, int *cap);
+
 struct proxy;
 struct client;
 struct server;
