@@ -259,7 +259,7 @@ static const struct key_def keys[] = {
     {"backup_keep", KT_INT, F(backup_keep), "7", true, 0, 100000, NULL, NULL},
     {"backup_max_age", KT_DURATION, F(backup_max_age), "0", true, 0, MAX_DURATION, NULL, NULL},
     /* reader endpoint (issue 6: routing) */
-    {"read_port", KT_INT, F(read_port), "6433", false, 0, 65535, NULL, NULL},
+    {"read_port", KT_INT, F(read_port), "-1", false, -1, 65535, NULL, NULL},
     /* replica autoscaling (issue 6: replica set) */
     {"replica_scale_wait", KT_DURATION, F(replica_scale_wait), "1s", true, 0, DAY_MS, NULL, NULL},
 };
@@ -443,8 +443,11 @@ static int set_int_like(struct config *c, const struct key_def *k, const char *v
     const char *what = "an integer";
     int rc;
     if (k->type == KT_INT) {
-        const char *end = parse_uint(value, 10, &v);
+        bool neg = value[0] == '-' && k->min < 0; /* only keys that allow it: read_port -1 */
+        const char *end = parse_uint(value + (neg ? 1 : 0), 10, &v);
         rc = (end != NULL && *end == '\0') ? 0 : -1;
+        if (neg)
+            v = -v;
     } else if (k->type == KT_OCTAL) {
         const char *end = parse_uint(value, 8, &v);
         rc = (end != NULL && *end == '\0') ? 0 : -1;

@@ -204,6 +204,44 @@ static int listen_unix(struct proxy *p, const char *dir, int port, bool reader, 
     return add_listener(p, fd, true, sun.sun_path, reader);
 }
 
+/* The reader endpoint: read_port, or listen_port + 1 by default. A default one that cannot be
+   had (another pgtide on this machine) is reported and skipped; a configured one must work. */
+static int listen_readers(struct proxy *p, char *err, size_t errlen)
+{
+    const struct config *cfg = p->cfg;
+    bool derived = cfg->read_port < 0;
+    int port = derived ? cfg->listen_port + 1 : cfg->read_port;
+    if (port <= 0 || port > 65535)
+        return 0;
+    int first = p->nlisteners;
+    char *addrs = strdup(cfg->listen_addr);
+    if (addrs == NULL)
+        return -1;
+    char *save = NULL;
+    int rc = 0;
+    for (char *a = strtok_r(addrs, ", ", &save); a != NULL && rc == 0;
+         a = strtok_r(NULL, ", ", &save))
+        rc = listen_tcp(p, a, port, true, err, errlen);
+    free(addrs);
+    if (rc == 0 && cfg->unix_socket_dir[0] != '\0')
+        rc = listen_unix(p, cfg->unix_socket_dir, port, true, err, errlen);
+    if (rc == 0) {
+        p->read_port = port;
+        return 0;
+    }
+    if (!derived)
+        return -1;
+    log_error("reader endpoint: %s; serving without it (set read_port)", err);
+    for (int i = first; i < p->nlisteners; i++) {
+        ev_io_stop(p->loop, &p->listeners[i].io);
+        close(p->listeners[i].fd);
+        if (p->listeners[i].path[0] != '\0')
+            unlink(p->listeners[i].path);
+    }
+    p->nlisteners = first;
+    return 0;
+}
+
 int proxy_listen(struct proxy *p, char *err, size_t errlen)
 {
     const struct config *cfg = p->cfg;
@@ -212,20 +250,19 @@ int proxy_listen(struct proxy *p, char *err, size_t errlen)
         return -1;
     char *save = NULL;
     for (char *a = strtok_r(addrs, ", ", &save); a != NULL; a = strtok_r(NULL, ", ", &save)) {
-        if (listen_tcp(p, a, cfg->listen_port, false, err, errlen) != 0 ||
-            (cfg->read_port > 0 && listen_tcp(p, a, cfg->read_port, true, err, errlen) != 0)) {
+        if (listen_tcp(p, a, cfg->listen_port, false, err, errlen) != 0) {
             free(addrs);
             return -1;
         }
     }
     free(addrs);
     if (cfg->unix_socket_dir[0] != '\0' &&
-        (listen_unix(p, cfg->unix_socket_dir, cfg->listen_port, false, err, errlen) != 0 ||
-         (cfg->read_port > 0 &&
-          listen_unix(p, cfg->unix_socket_dir, cfg->read_port, true, err, errlen) != 0)))
+        listen_unix(p, cfg->unix_socket_dir, cfg->listen_port, false, err, errlen) != 0)
+        return -1;
+    if (listen_readers(p, err, errlen) != 0)
         return -1;
     log_info("listening on %s port %d (reader endpoint: %d)%s%s", cfg->listen_addr,
-             cfg->listen_port, cfg->read_port, cfg->unix_socket_dir[0] ? ", unix sockets in " : "",
+             cfg->listen_port, p->read_port, cfg->unix_socket_dir[0] ? ", unix sockets in " : "",
              cfg->unix_socket_dir);
     return 0;
 }

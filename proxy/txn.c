@@ -31,6 +31,7 @@ struct txn_stmt {
     struct txn_stmt *next;
     uint64_t hash;
     uint32_t id;
+    uint32_t gen; /* bumped when a server says its plan is stale: every server re-prepares */
     uint16_t nparams;
     uint32_t *oids;
     char *query;
@@ -217,6 +218,13 @@ static void names_del(struct txn_names *n, const char *name)
     }
 }
 
+/* Removes name only if it still maps to id (a later Parse may have re-used it). */
+static void names_forget(struct txn_names *n, const char *name, uint32_t id)
+{
+    if (names_get(n, name) == id)
+        names_del(n, name);
+}
+
 static void names_clear(struct txn_names *n)
 {
     for (uint32_t i = 0; i < n->nbuckets; i++) {
@@ -241,38 +249,44 @@ void txn_client_free(struct client *c)
 
 /* ---- a server's prepared set (LRU) -------------------------------------------------------- */
 
-/* true (and marked most recent) when the server has id */
-static bool prepared_touch(struct txn_prepared *sp, uint32_t id)
+/* 1 (and marked most recent) when the server has the statement's current version, 0 when it
+   has it not, -1 when it has an older version (then forgotten: the caller closes it). */
+static int prepared_touch(struct txn_prepared *sp, uint32_t id, uint32_t gen)
 {
     for (uint32_t i = sp->n; i-- > 0;) {
-        if (sp->ids[i] == id) {
-            memmove(sp->ids + i, sp->ids + i + 1, (sp->n - i - 1) * sizeof(uint32_t));
-            sp->ids[sp->n - 1] = id;
-            return true;
+        if ((uint32_t) sp->ids[i] != id)
+            continue;
+        uint64_t e = sp->ids[i];
+        memmove(sp->ids + i, sp->ids + i + 1, (sp->n - i - 1) * sizeof(uint64_t));
+        if ((uint32_t) (e >> 32) != gen) {
+            sp->n--;
+            return -1;
         }
+        sp->ids[sp->n - 1] = e;
+        return 1;
     }
-    return false;
+    return 0;
 }
 
-static int prepared_add(struct txn_prepared *sp, uint32_t id)
+static int prepared_add(struct txn_prepared *sp, uint32_t id, uint32_t gen)
 {
     if (sp->n == sp->cap) {
         uint32_t cap = sp->cap ? sp->cap * 2 : 16;
-        uint32_t *ids = realloc(sp->ids, cap * sizeof(uint32_t));
+        uint64_t *ids = realloc(sp->ids, cap * sizeof(uint64_t));
         if (ids == NULL)
             return -1;
         sp->ids = ids;
         sp->cap = cap;
     }
-    sp->ids[sp->n++] = id;
+    sp->ids[sp->n++] = (uint64_t) gen << 32 | id;
     return 0;
 }
 
 static void prepared_remove(struct txn_prepared *sp, uint32_t id)
 {
     for (uint32_t i = 0; i < sp->n; i++) {
-        if (sp->ids[i] == id) {
-            memmove(sp->ids + i, sp->ids + i + 1, (sp->n - i - 1) * sizeof(uint32_t));
+        if ((uint32_t) sp->ids[i] == id) {
+            memmove(sp->ids + i, sp->ids + i + 1, (sp->n - i - 1) * sizeof(uint64_t));
             sp->n--;
             return;
         }
@@ -281,7 +295,8 @@ static void prepared_remove(struct txn_prepared *sp, uint32_t id)
 
 /* ---- expectations ------------------------------------------------------------------------- */
 
-static int expect(struct server *s, uint8_t kind, uint8_t flags, uint32_t stmt)
+static int expect_named(struct server *s, uint8_t kind, uint8_t flags, uint32_t stmt,
+                        const char *name)
 {
     struct txn_queue *q = &s->q;
     if (q->count == q->cap) {
@@ -296,11 +311,17 @@ static int expect(struct server *s, uint8_t kind, uint8_t flags, uint32_t stmt)
         q->head = 0;
         q->cap = cap;
     }
-    q->e[(q->head + q->count) % q->cap] = (struct txn_expect){kind, flags, stmt};
+    char *copy = name != NULL ? strdup(name) : NULL;
+    q->e[(q->head + q->count) % q->cap] = (struct txn_expect){kind, flags, stmt, copy};
     q->count++;
     if (kind == 'S' || kind == 'Q')
         s->in_flight++;
     return 0;
+}
+
+static int expect(struct server *s, uint8_t kind, uint8_t flags, uint32_t stmt)
+{
+    return expect_named(s, kind, flags, stmt, NULL);
 }
 
 static struct txn_expect *head(struct server *s)
@@ -308,14 +329,29 @@ static struct txn_expect *head(struct server *s)
     return s->q.count ? &s->q.e[s->q.head] : NULL;
 }
 
-static void pop(struct server *s)
+static void names_forget(struct txn_names *n, const char *name, uint32_t id);
+
+/* Removes the head expectation. ok: its request succeeded; a client's Parse that did not
+   (failed, or skipped after an error) takes its name back, as PostgreSQL never made it. */
+static void pop_ok(struct server *s, bool ok)
 {
     struct txn_queue *q = &s->q;
     struct txn_expect *e = &q->e[q->head];
     if ((e->kind == 'S' || e->kind == 'Q') && s->in_flight > 0)
         s->in_flight--;
+    if (e->name != NULL) {
+        if (!ok && s->client != NULL && !(e->flags & TXN_FAKE_ERROR))
+            names_forget(&s->client->names, e->name, e->stmt);
+        free(e->name);
+        e->name = NULL;
+    }
     q->head = (q->head + 1) % q->cap;
     q->count--;
+}
+
+static void pop(struct server *s)
+{
+    pop_ok(s, true);
 }
 
 void txn_server_forget(struct server *s)
@@ -343,6 +379,8 @@ void txn_server_free(struct server *s)
 {
     txn_server_forget(s);
     txn_param_free(&s->applied, &s->napplied, &s->applied_cap);
+    for (uint32_t i = 0; i < s->q.count; i++)
+        free(s->q.e[(s->q.head + i) % s->q.cap].name);
     free(s->prepared.ids);
     free(s->q.e);
     if (s->fakes.buf != NULL)
@@ -353,23 +391,38 @@ void txn_server_free(struct server *s)
 
 /* Makes sure server s has statement st prepared, adding a hidden Parse (and a hidden Close of
    the least recently used statement when the set is full) to o. */
-static void ensure_prepared(struct server *s, const struct txn_stmt *st, struct pkt_builder *o)
+/* Makes room for one more statement on s, closing a stale version of st or the least
+   recently used statement when the set is full (hidden Closes). */
+static void make_room(struct server *s, const struct txn_stmt *st, int touched,
+                      struct pkt_builder *o)
 {
-    if (prepared_touch(&s->prepared, st->id))
-        return;
-    struct proxy *p = s->pool->proxy;
     char name[16];
-    uint32_t max = (uint32_t) p->cfg->max_prepared_statements;
-    if (max > 0 && s->prepared.n >= max) {
-        server_name(s->prepared.ids[0], name);
+    if (touched < 0) {
+        server_name(st->id, name);
         pkt_write_close(o, 'S', name);
         (void) expect(s, 'C', TXN_HIDDEN, 0);
-        prepared_remove(&s->prepared, s->prepared.ids[0]);
     }
+    uint32_t max = (uint32_t) s->pool->proxy->cfg->max_prepared_statements;
+    if (max > 0 && s->prepared.n >= max) {
+        uint32_t old = (uint32_t) s->prepared.ids[0];
+        server_name(old, name);
+        pkt_write_close(o, 'S', name);
+        (void) expect(s, 'C', TXN_HIDDEN, 0);
+        prepared_remove(&s->prepared, old);
+    }
+}
+
+static void ensure_prepared(struct server *s, const struct txn_stmt *st, struct pkt_builder *o)
+{
+    int touched = prepared_touch(&s->prepared, st->id, st->gen);
+    if (touched > 0)
+        return;
+    make_room(s, st, touched, o);
+    char name[16];
     server_name(st->id, name);
     pkt_write_parse(o, name, st->query, st->nparams, st->oids);
     (void) expect(s, 'P', TXN_HIDDEN, st->id);
-    (void) prepared_add(&s->prepared, st->id);
+    (void) prepared_add(&s->prepared, st->id, st->gen);
 }
 
 static void on_parse(struct client *c, struct server *s, const uint8_t *msg, uint32_t total,
@@ -382,6 +435,12 @@ static void on_parse(struct client *c, struct server *s, const uint8_t *msg, uin
         (void) expect(s, 'P', 0, 0);
         return;
     }
+    if (names_get(&c->names, name) != 0) {
+        /* PostgreSQL refuses a name in use (42P05) and skips to Sync: so does pgtide */
+        (void) expect_named(s, 'P', TXN_FAKE_ERROR, 0, name);
+        c->skip_sync = true;
+        return;
+    }
     const uint8_t *oids = (const uint8_t *) sql + strlen(sql) + 1 + 2;
     struct txn_stmt *st = registry_get(c->proxy, sql, np, oids);
     if (st == NULL || names_put(&c->names, name, st->id) != 0) {
@@ -389,15 +448,17 @@ static void on_parse(struct client *c, struct server *s, const uint8_t *msg, uin
         (void) expect(s, 'P', 0, 0);
         return;
     }
-    if (prepared_touch(&s->prepared, st->id)) {
-        (void) expect(s, 'P', TXN_FAKE, 0);
+    int touched = prepared_touch(&s->prepared, st->id, st->gen);
+    if (touched > 0) {
+        (void) expect_named(s, 'P', TXN_FAKE, st->id, name);
         return;
     }
+    make_room(s, st, touched, o);
     char sname[16];
     server_name(st->id, sname);
     pkt_write_parse(o, sname, st->query, st->nparams, st->oids);
-    (void) expect(s, 'P', 0, st->id);
-    (void) prepared_add(&s->prepared, st->id);
+    (void) expect_named(s, 'P', 0, st->id, name);
+    (void) prepared_add(&s->prepared, st->id, st->gen);
 }
 
 /* Bind and Describe 'S' name the statement; returns its registry entry if it is the client's. */
@@ -465,7 +526,7 @@ static void on_describe_close(struct client *c, struct server *s, uint8_t t, con
     char sname[16];
     server_name(st->id, sname);
     pkt_write_describe(o, 'S', sname);
-    (void) expect(s, 'D', 0, 0);
+    (void) expect(s, 'D', 0, st->id);
 }
 
 /* DEALLOCATE [PREPARE] name|ALL and DISCARD ALL in a simple query touch the mapping. */
@@ -487,46 +548,70 @@ static bool query_end(const char *p)
     return *p == '\0';
 }
 
+/* Reads an SQL name: "quoted" (exact, "" for a quote) or bare (folded to lower case). */
+static size_t query_name(const char **pp, char *name, size_t cap)
+{
+    const char *p = *pp;
+    size_t k = 0;
+    while (isspace((unsigned char) *p))
+        p++;
+    if (*p == '"') {
+        for (p++; *p != '\0' && k + 1 < cap; p++) {
+            if (*p == '"') {
+                if (p[1] != '"')
+                    break;
+                p++;
+            }
+            name[k++] = *p;
+        }
+        if (*p != '"')
+            return 0;
+        p++;
+    } else {
+        while ((isalnum((unsigned char) *p) || *p == '_') && k + 1 < cap)
+            name[k++] = (char) tolower((unsigned char) *p++);
+    }
+    name[k] = '\0';
+    *pp = p;
+    return k;
+}
+
 static void on_query(struct client *c, struct server *s, const uint8_t *msg, uint32_t total,
                      struct pkt_builder *o)
 {
-    (void) expect(s, 'Q', 0, 0);
     const char *sql = (const char *) msg + 5;
-    if (msg[total - 1] != '\0') {
-        pkt_put_bytes(o, msg, total);
-        return;
-    }
     const char *p = sql;
-    if (query_word(&p, "discard") && query_word(&p, "all") && query_end(p)) {
+    if (msg[total - 1] != '\0') {
+        /* malformed: the server answers it */
+    } else if (query_word(&p, "discard") && query_word(&p, "all") && query_end(p)) {
         names_clear(&c->names);
         txn_server_forget(s);
     } else if ((p = sql, query_word(&p, "deallocate"))) {
         (void) query_word(&p, "prepare");
         const char *after = p;
+        char name[64];
         if (query_word(&p, "all") && query_end(p)) {
             names_clear(&c->names);
             s->prepared.n = 0;
-        } else {
-            char name[64];
-            size_t k = 0;
-            p = after;
-            while (isspace((unsigned char) *p))
-                p++;
-            while ((isalnum((unsigned char) *p) || *p == '_') && k + 1 < sizeof(name))
-                name[k++] = (char) tolower((unsigned char) *p++);
-            name[k] = '\0';
-            uint32_t id = k > 0 && query_end(p) ? names_get(&c->names, name) : 0;
-            if (id != 0) {
+        } else if ((p = after, query_name(&p, name, sizeof(name)) > 0) && query_end(p)) {
+            uint32_t id = names_get(&c->names, name);
+            const struct txn_stmt *st = id ? registry_by_id(c->proxy, id) : NULL;
+            if (st != NULL) {
+                /* the shared statement goes on this server (prepared first if it lacks it,
+                   so the answer is PostgreSQL's own DEALLOCATE) and from the client */
                 char sname[16], q[64];
+                ensure_prepared(s, st, o);
                 server_name(id, sname);
                 snprintf(q, sizeof(q), "DEALLOCATE %s", sname);
                 names_del(&c->names, name);
                 prepared_remove(&s->prepared, id);
+                (void) expect(s, 'Q', 0, 0);
                 pkt_write_query(o, q);
                 return;
             }
         }
     }
+    (void) expect(s, 'Q', 0, 0);
     pkt_put_bytes(o, msg, total);
 }
 
@@ -552,7 +637,7 @@ static bool client_message(struct client *c, struct server *s, const uint8_t *ms
             write_bind_head(o, portal, sname, total - 5 - off);
             pkt_put_bytes(o, msg + 5 + off, total - 5 - off);
         }
-        (void) expect(s, 'B', 0, 0);
+        (void) expect(s, 'B', 0, st != NULL ? st->id : 0);
         break;
     }
     case 'D':
@@ -603,7 +688,7 @@ static uint32_t large_message(struct client *c, struct server *s, const uint8_t 
         } else {
             pkt_put_bytes(o, p, 5);
         }
-        (void) expect(s, 'B', 0, 0);
+        (void) expect(s, 'B', 0, st != NULL ? st->id : 0);
     } else {
         pkt_put_bytes(o, p, 5);
         if (t == 'Q' || t == 'F')
@@ -626,7 +711,8 @@ void txn_client_pump(struct client *c)
         uint32_t avail = buf_len(b);
         if (c->copy_left > 0) {
             uint32_t n = avail < c->copy_left ? avail : c->copy_left;
-            pkt_put_bytes(o, p, n);
+            if (!c->copy_drop)
+                pkt_put_bytes(o, p, n);
             b->rpos += n;
             c->copy_left -= n;
             continue;
@@ -640,6 +726,16 @@ void txn_client_pump(struct client *c)
             return;
         }
         uint32_t total = h.len + 1;
+        if (c->skip_sync && h.type != 'S' && h.type != 'X') {
+            /* a request pgtide refused: PostgreSQL would ignore everything up to Sync */
+            uint32_t n = avail < total ? avail : total;
+            b->rpos += n;
+            c->copy_left = total - n;
+            c->copy_drop = true;
+            continue;
+        }
+        c->skip_sync = false;
+        c->copy_drop = false;
         if (total > BUF_SIZE) {
             uint32_t used = large_message(c, s, p, avail, h.len, o);
             if (used == 0)
@@ -673,34 +769,61 @@ static bool server_wants(void *arg, uint8_t t)
 }
 
 /* Queues pgtide's own answers that are due now (fakes at the head of the queue). */
+/* Pops up to the next Sync: PostgreSQL skips those requests after an error. Their Parses
+   made nothing: the server's optimistic marks and the clients' names are taken back. */
+static void skip_to_sync(struct server *s)
+{
+    struct txn_expect *e;
+    s->q.error_mode = true;
+    while ((e = head(s)) != NULL && e->kind != 'S') {
+        if (e->kind == 'P' && e->stmt != 0 && !(e->flags & TXN_FAKE))
+            prepared_remove(&s->prepared, e->stmt);
+        pop_ok(s, false);
+    }
+}
+
 static bool take_fakes(struct server *s)
 {
     struct txn_expect *e;
     bool any = false;
-    while ((e = head(s)) != NULL && (e->flags & TXN_FAKE)) {
-        if (!s->q.error_mode) {
-            if (s->fakes.buf == NULL)
-                pkt_builder_init_dyn(&s->fakes, 64);
-            pkt_write_empty(&s->fakes, e->kind == 'P' ? '1' : '3');
-            any = true;
+    while ((e = head(s)) != NULL && (e->flags & (TXN_FAKE | TXN_FAKE_ERROR))) {
+        if (s->q.error_mode) {
+            pop_ok(s, false);
+            continue;
         }
+        if (s->fakes.buf == NULL)
+            pkt_builder_init_dyn(&s->fakes, 64);
+        any = true;
+        if (e->flags & TXN_FAKE_ERROR) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "prepared statement \"%.60s\" already exists", e->name);
+            pkt_write_error(&s->fakes, "ERROR", "42P05", msg, NULL, NULL);
+            skip_to_sync(s);
+            continue;
+        }
+        pkt_write_empty(&s->fakes, e->kind == 'P' ? '1' : '3');
         pop(s);
     }
     return any;
 }
 
-/* An error answers the head request; an extended-protocol error skips to the next Sync. */
-static void on_error(struct server *s)
+/* An error answers the head request; an extended-protocol error skips to the next Sync.
+   "cached plan must not change result type" makes the statement stale everywhere: each
+   server re-prepares it before its next use. */
+static void on_error(struct server *s, const uint8_t *body, uint32_t blen)
 {
     struct txn_expect *e = head(s);
     if (e == NULL || e->kind == 'Q' || e->kind == 'S')
         return;
-    s->q.error_mode = true;
-    while ((e = head(s)) != NULL && e->kind != 'S') {
-        if (e->kind == 'P' && e->stmt != 0)
-            prepared_remove(&s->prepared, e->stmt);
-        pop(s);
+    struct pkt_error_fields f;
+    if (e->stmt != 0 && (e->kind == 'B' || e->kind == 'D') &&
+        pkt_parse_error_fields(body, blen, &f) == PKT_OK && f.code != NULL &&
+        strcmp(f.code, "0A000") == 0) {
+        struct txn_stmt *st = registry_by_id(s->pool->proxy, e->stmt);
+        if (st != NULL)
+            st->gen++;
     }
+    skip_to_sync(s);
 }
 
 static bool terminal(uint8_t kind, uint8_t t)
@@ -767,9 +890,7 @@ static enum relay_verdict server_message(void *arg, uint8_t t, const uint8_t *bo
     case 'A':
         return RELAY_FORWARD;
     case 'E':
-        if (e != NULL && e->kind != 'Q' && e->kind != 'S') {
-            on_error(s);
-        }
+        on_error(s, body, blen);
         return RELAY_FORWARD;
     case 'Z':
         if (e != NULL && (e->kind == 'S' || e->kind == 'Q'))
@@ -869,8 +990,7 @@ bool txn_param_is_reported(const char *name)
     return false;
 }
 
-int txn_param_put(struct client_param **parr, int *n, int *cap, const char *name,
-                  const char *value)
+int txn_param_put(struct client_param **parr, int *n, int *cap, const char *name, const char *value)
 {
     struct client_param *arr = *parr;
     for (int i = 0; i < *n; i++) {

@@ -90,9 +90,11 @@ struct client {
     int pool_mode;          /* enum config_pool_mode of its pool */
     struct txn_names names; /* transaction pooling: its prepared statement names */
     uint32_t copy_left;     /* transaction pooling: bytes of a large message still to copy */
+    bool copy_drop;         /* ... and they are dropped, not copied */
+    bool skip_sync;         /* a request failed in pgtide: drop messages up to the Sync */
 
     enum client_auth_step auth_step;
-    int auth_method; /* enum hba_method */
+    int auth_method;          /* enum hba_method */
     struct client_auth *auth; /* only while authenticating: an idle client holds none */
 
     struct pool *pool;
@@ -100,12 +102,12 @@ struct client {
     bool welcomed; /* AuthenticationOk .. ReadyForQuery sent */
     bool admin;
     bool reader; /* reader endpoint or options=-c pgtide.route=replica: served by replicas */
-    char txn;  /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
-    bool busy; /* a request was forwarded and its ReadyForQuery has not come back */
+    char txn;    /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
+    bool busy;   /* a request was forwarded and its ReadyForQuery has not come back */
 
-    struct park_item *parked;           /* snapshot of a parked session (IDLE, and during replay) */
-    char park_blocker[128];             /* why the last snapshot could not park it; "" = parkable */
-    char (*custom)[64]; /* custom settings it SET (not in pg_settings); NULL until one is */
+    struct park_item *parked; /* snapshot of a parked session (IDLE, and during replay) */
+    char park_blocker[128];   /* why the last snapshot could not park it; "" = parkable */
+    char (*custom)[64];       /* custom settings it SET (not in pg_settings); NULL until one is */
     int ncustom;
     char lost_code[6]; /* its server was lost while it waited for nothing: the error */
     char *lost_msg;    /* it gets at its next message */

@@ -115,7 +115,8 @@ struct config {
     int backup_keep;           /* 7: complete backups kept; 0 = no count limit */
     int64_t backup_max_age;    /* ms, 0 = no age limit */
     /* reader endpoint (issue 6: routing) */
-    int read_port; /* 6433, 0 = none: clients on it are served by replicas (restart only) */
+    int read_port; /* -1 = listen_port + 1 (6433 by default), 0 = none: clients on it are
+                      served by replicas (restart only) */
     /* replica autoscaling (issue 6: replica set) */
     int64_t replica_scale_wait; /* ms, 1s: readers waiting longer than this add a replica */
 };

@@ -75,6 +75,7 @@ struct proxy {
     uint8_t mock_key[32];          /* keeps SCRAM fake salts of unknown users stable */
     struct txn_registry *registry; /* prepared statement texts (transaction pooling) */
     struct replicaset *replicas;   /* read replicas (issue 6), set by main; NULL when none */
+    int read_port;                 /* the reader endpoint's port as opened, 0 = none */
 
     struct proxy_stats stats;
     int64_t last_activity_ms; /* wall-clock ms of the last client message or result */
@@ -91,8 +92,8 @@ struct proxy {
     int (*on_reload)(struct proxy *p, char *err, size_t errlen);
     void *on_shutdown_arg; /* main's context for the hooks */
     /* usage accounting and metrics (issue 5), set by main; NULL when absent or off */
-    struct account *account; /* SHOW USAGE */
-    struct metrics *metrics; /* wait-time histogram, Prometheus endpoint */
+    struct account *account;   /* SHOW USAGE */
+    struct metrics *metrics;   /* wait-time histogram, Prometheus endpoint */
     struct backupctl *backups; /* backups (issue 7), set by main; NULL when off (static) */
 };
 

@@ -46,11 +46,14 @@ struct pkt_builder;
    'C' Close, 'S' Sync, 'Q' Query or FunctionCall). */
 struct txn_expect {
     uint8_t kind;
-    uint8_t flags; /* TXN_FAKE, TXN_HIDDEN */
-    uint32_t stmt; /* statement id for Parse, 0 otherwise */
+    uint8_t flags; /* TXN_FAKE, TXN_HIDDEN, TXN_FAKE_ERROR */
+    uint32_t stmt; /* statement id (Parse, Bind, Describe of a mapped statement), 0 otherwise */
+    char *name;    /* a client's Parse: its statement name, forgotten if the Parse fails or is
+                      skipped after an error (owned) */
 };
-#define TXN_FAKE   1 /* answered by pgtide: ParseComplete/CloseComplete sent in its turn */
-#define TXN_HIDDEN 2 /* sent by pgtide: its answer is not forwarded */
+#define TXN_FAKE       1 /* answered by pgtide: ParseComplete/CloseComplete sent in its turn */
+#define TXN_HIDDEN     2 /* sent by pgtide: its answer is not forwarded */
+#define TXN_FAKE_ERROR 4 /* a Parse of a name the client already has: 42P05 in its turn */
 
 struct txn_queue {
     struct txn_expect *e;
@@ -60,7 +63,7 @@ struct txn_queue {
 
 /* The server side's set of prepared statement ids, most recently used last. */
 struct txn_prepared {
-    uint32_t *ids;
+    uint64_t *ids; /* generation << 32 | statement id */
     uint32_t n, cap;
 };
 
