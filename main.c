@@ -51,9 +51,9 @@ struct app {
     struct compute *primary;
     struct proxy *proxy;
     struct autoscale_driver *autoscale; /* vertical autoscaling of the primary (issue 5) */
-    struct account *account; /* usage ledger (issue 5) */
-    struct metrics *metrics; /* Prometheus endpoint (issue 5); NULL when off */
-    struct replicaset *replicas; /* read replicas (issue 6); NULL with the static provider */
+    struct account *account;            /* usage ledger (issue 5) */
+    struct metrics *metrics;            /* Prometheus endpoint (issue 5); NULL when off */
+    struct replicaset *replicas;        /* read replicas (issue 6); NULL with the static provider */
     ev_signal sighup, sigterm, sigint;
     ev_timer drain;
     bool stopping;

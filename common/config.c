@@ -768,8 +768,8 @@ int config_validate(const struct config *c, char *err, size_t errlen)
         return -1;
     }
     if (c->min_replicas > c->max_replicas) {
-        set_err(err, errlen, "min_replicas (%d) must not exceed max_replicas (%d)",
-                c->min_replicas, c->max_replicas);
+        set_err(err, errlen, "min_replicas (%d) must not exceed max_replicas (%d)", c->min_replicas,
+                c->max_replicas);
         return -1;
     }
     return 0;

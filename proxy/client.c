@@ -481,8 +481,7 @@ static int copy_startup(struct client *c, const struct pkt_startup *st)
             rc = parse_options(c, v);
             if (rc == 0)
                 rc = take_route(c);
-        }
-        else if (txn_param_is_reported(n))
+        } else if (txn_param_is_reported(n))
             rc = txn_param_put(&c->params, &c->nparams, &c->params_cap, n, v);
         else
             rc = txn_param_put(&c->opts, &c->nopts, &c->opts_cap, n, v);
@@ -678,8 +677,9 @@ static void password_message(struct client *c, uint8_t t, const uint8_t *body, u
             return;
         }
         if (c->auth->user_known &&
-            (c->auth_step == AUTH_MD5 ? secret_check_md5(&c->auth->secret, c->user, c->auth->md5_salt, pw)
-                                      : secret_check_password(&c->auth->secret, c->user, pw)))
+            (c->auth_step == AUTH_MD5
+                 ? secret_check_md5(&c->auth->secret, c->user, c->auth->md5_salt, pw)
+                 : secret_check_password(&c->auth->secret, c->user, pw)))
             auth_ok(c);
         else
             auth_failed(c);
@@ -1052,7 +1052,8 @@ static void read_step(struct client *c)
             break;
         }
         if (c->lost_code[0] != '\0') {
-            client_fatal(c, c->lost_code, "%s", c->lost_msg ? c->lost_msg : "server connection lost");
+            client_fatal(c, c->lost_code, "%s",
+                         c->lost_msg ? c->lost_msg : "server connection lost");
             break;
         }
         /* it speaks: a server (with a parked session's snapshot replayed), then its message */

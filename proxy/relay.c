@@ -33,7 +33,7 @@ void relay_read_on(struct ev_loop *loop, struct conn *c, bool on)
     }
     if (!ev_is_active(&c->rio))
         ev_io_start(loop, &c->rio);
-    if (c->sock.ssl != NULL && SSL_pending(c->sock.ssl) > 0)
+    if (c->tls_more)
         ev_feed_event(loop, &c->rio, EV_READ);
 }
 
@@ -70,6 +70,9 @@ ssize_t relay_read(struct conn *c)
     if (buf_space(b) == 0)
         return 0;
     ssize_t n = sock_read(&c->sock, b->data + b->wpos, buf_space(b));
+    /* TLS may have more than it handed over (read-ahead, or a record larger than the room):
+       worth another read only after one that made progress, never after a WANT_READ */
+    c->tls_more = n > 0 && c->sock.ssl != NULL && SSL_has_pending(c->sock.ssl);
     if (n > 0) {
         b->wpos += (uint32_t) n;
         c->bytes_in += (uint64_t) n;

@@ -23,6 +23,7 @@ struct conn {
     uint32_t scan;     /* offset in in->data of the next byte not yet scanned (>= in->rpos) */
     uint32_t skip;     /* body bytes of a pass-through message still to be scanned */
     uint64_t bytes_in; /* bytes read from this socket */
+    bool tls_more;     /* TLS holds bytes beyond the last read: read again without a poll */
 };
 
 enum relay_verdict {

@@ -65,8 +65,8 @@ struct server {
     bool is_unix;
     struct scram_client scram;
     /* transaction pooling (txn.h) */
-    struct txn_queue q;              /* expected answers, in order */
-    struct txn_prepared prepared;    /* statements this connection has prepared */
+    struct txn_queue q;           /* expected answers, in order */
+    struct txn_prepared prepared; /* statements this connection has prepared */
     struct client_param *applied; /* startup settings of a client, as SET here */
     int napplied, applied_cap;
     struct pkt_builder fakes; /* answers pgtide gives itself, due at the next turn */
