@@ -724,8 +724,8 @@ static void admin_welcome(struct client *c)
 static int compute_load(void *arg, struct compute *cp)
 {
     int in_flight;
-    (void) pool_sessions_on(arg, cp, &in_flight);
-    return in_flight;
+    int sessions = pool_sessions_on(arg, cp, &in_flight);
+    return in_flight * 1024 + sessions; /* queries first, then sessions held */
 }
 
 /* Asks for a server, holding the client while the compute is not running. A reader goes to the

@@ -66,6 +66,7 @@ struct replica_slot {
 };
 
 struct replicaset {
+    unsigned next_pick; /* round-robin start among equally loaded replicas */
     struct ev_loop *loop;
     struct config *cfg; /* referenced snapshot; follows the primary's */
     struct store *st;
@@ -873,7 +874,11 @@ struct compute *replicaset_pick(struct replicaset *rs, int (*load)(void *arg, st
 {
     struct compute *best = NULL;
     int best_load = 0;
-    for (int i = 0; i < replicaset_count(rs); i++) {
+    int n = replicaset_count(rs);
+    /* ties go round-robin, so that equal replicas share the new sessions */
+    unsigned start = rs->next_pick++;
+    for (int k = 0; k < n; k++) {
+        int i = (int) ((start + (unsigned) k) % (unsigned) n);
         struct replica_info info;
         if (!replicaset_info(rs, i, &info) || !info.in_rotation)
             continue;
