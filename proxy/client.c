@@ -176,12 +176,10 @@ static bool flush_out(struct client *c)
         return false;
     }
     if (b->buf != NULL) {
-        if (b->len > 64 * 1024) {
-            pkt_builder_free(b);
-            memset(b, 0, sizeof(*b));
-        } else {
-            pkt_builder_reset(b);
-        }
+        /* pgtide's own messages are rare (login, errors, pooling's own answers): an idle
+           client keeps no memory for them */
+        pkt_builder_free(b);
+        memset(b, 0, sizeof(*b));
         c->out_off = 0;
     }
     if (c->close_pending)
@@ -836,6 +834,7 @@ static void handle_startup_message(struct client *c, const struct pkt_startup *s
         return;
     }
     int rc = copy_startup(c, st);
+    txn_client_settings_known(c);
     if (rc != 0) {
         client_fatal(c, rc == -2 ? "08P01" : "53200",
                      rc == -2 ? "invalid startup parameters (too many, or a malformed options "
@@ -1002,6 +1001,9 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
     (void) revents;
     struct client *c = container_of(w, struct client, conn.rio);
     read_step(c);
+    /* nothing buffered: the relay buffer goes back to the pool (idle clients hold none) */
+    if (c->state != CLIENT_CLOSING)
+        relay_release_idle(&c->conn);
     /* TLS may hold decrypted bytes the socket will not signal again */
     if (c->state != CLIENT_CLOSING && ev_is_active(w))
         relay_read_on(loop, &c->conn, true);

@@ -612,6 +612,7 @@ void proxy_free(struct proxy *p)
     if (p->authdb != NULL)
         authdb_free(p->authdb);
     txn_registry_free(p->registry);
+    txn_intern_free(p->interned);
     if (p->hba != NULL)
         hba_free(p->hba);
     if (p->auth_file != NULL)

@@ -183,8 +183,11 @@ void server_set_param(struct server *s, const char *name, const char *value)
 {
     for (int i = 0; i < s->nparams; i++) {
         if (strcmp(s->params[i].name, name) == 0) {
+            if (strcmp(s->params[i].value, value) == 0)
+                return;
             char *v = strdup(value);
             if (v != NULL) {
+                s->ps_sig ^= txn_param_sig(name, s->params[i].value) ^ txn_param_sig(name, value);
                 free(s->params[i].value);
                 s->params[i].value = v;
             }
@@ -202,6 +205,7 @@ void server_set_param(struct server *s, const char *name, const char *value)
     s->params[s->nparams].name = n;
     s->params[s->nparams].value = v;
     s->nparams++;
+    s->ps_sig ^= txn_param_sig(name, value);
 }
 
 /* ---- close ------------------------------------------------------------------------------- */
@@ -862,6 +866,12 @@ void server_assign(struct server *s, struct client *c)
 {
     s->client = c;
     s->in_flight = 0;
+    if (c->parked == NULL && txn_params_in_step(c, s)) {
+        /* the usual case, without allocating anything */
+        server_set_state(s, SERVER_ACTIVE);
+        client_attach_server(c, s);
+        return;
+    }
     struct pkt_builder q;
     pkt_builder_init_dyn(&q, 256);
     int n = txn_param_sync(c, s, &q);

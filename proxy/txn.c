@@ -244,7 +244,9 @@ void txn_client_free(struct client *c)
     names_clear(&c->names);
     free(c->names.buckets);
     c->names.buckets = NULL;
-    txn_param_free(&c->ps, &c->nps, &c->ps_cap);
+    free(c->ps); /* its strings are interned */
+    c->ps = NULL;
+    c->nps = c->ps_cap = 0;
 }
 
 /* ---- a server's prepared set (LRU) -------------------------------------------------------- */
@@ -357,6 +359,7 @@ static void pop(struct server *s)
 void txn_server_forget(struct server *s)
 {
     s->prepared.n = 0;
+    s->applied_sig = 0;
     for (int i = 0; i < s->napplied; i++) {
         free(s->applied[i].name);
         free(s->applied[i].value);
@@ -1027,9 +1030,117 @@ int txn_param_put(struct client_param **parr, int *n, int *cap, const char *name
     return 0;
 }
 
+uint64_t txn_param_sig(const char *name, const char *value)
+{
+    if (!txn_param_is_reported(name) || not_settable(name))
+        return 0;
+    uint64_t h = fnv(name, strlen(name), 14695981039346656037ull);
+    h = fnv("=", 1, h);
+    h = fnv(value, strlen(value), h);
+    return h | 1; /* never 0 */
+}
+
+static uint64_t opts_sig(const struct client_param *arr, int n)
+{
+    uint64_t sig = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t h = fnv(arr[i].name, strlen(arr[i].name), 14695981039346656037ull);
+        h = fnv("=", 1, h);
+        sig ^= fnv(arr[i].value, strlen(arr[i].value), h);
+    }
+    return sig;
+}
+
+void txn_client_settings_known(struct client *c)
+{
+    c->opts_sig = opts_sig(c->opts, c->nopts);
+}
+
+/* Parameter names and values are few and shared by most clients: each is kept once for the
+   proxy's life, and a client's view of its parameters holds pointers to these copies. */
+struct txn_intern {
+    char **slots;
+    uint32_t cap, count;
+};
+
+static const char *intern(struct proxy *p, const char *s)
+{
+    struct txn_intern *t = p->interned;
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL)
+            return NULL;
+        p->interned = t;
+    }
+    if (t->count * 2 >= t->cap) {
+        uint32_t cap = t->cap ? t->cap * 2 : 256;
+        char **slots = calloc(cap, sizeof(*slots));
+        if (slots == NULL)
+            return NULL;
+        for (uint32_t i = 0; i < t->cap; i++) {
+            if (t->slots[i] == NULL)
+                continue;
+            uint32_t h = (uint32_t) fnv(t->slots[i], strlen(t->slots[i]), 14695981039346656037ull);
+            while (slots[h & (cap - 1)] != NULL)
+                h++;
+            slots[h & (cap - 1)] = t->slots[i];
+        }
+        free(t->slots);
+        t->slots = slots;
+        t->cap = cap;
+    }
+    uint32_t h = (uint32_t) fnv(s, strlen(s), 14695981039346656037ull);
+    for (;; h++) {
+        char **slot = &t->slots[h & (t->cap - 1)];
+        if (*slot == NULL) {
+            *slot = strdup(s);
+            if (*slot != NULL)
+                t->count++;
+            return *slot;
+        }
+        if (strcmp(*slot, s) == 0)
+            return *slot;
+    }
+}
+
+void txn_intern_free(struct txn_intern *t)
+{
+    if (t == NULL)
+        return;
+    for (uint32_t i = 0; i < t->cap; i++)
+        free(t->slots[i]);
+    free(t->slots);
+    free(t);
+}
+
 void txn_client_saw_param(struct client *c, const char *name, const char *value)
 {
-    (void) txn_param_put(&c->ps, &c->nps, &c->ps_cap, name, value);
+    const char *v = intern(c->proxy, value);
+    if (v == NULL)
+        return;
+    for (int i = 0; i < c->nps; i++)
+        if (strcmp(c->ps[i].name, name) == 0) {
+            if (c->ps[i].value == v)
+                return;
+            c->ps_sig ^= txn_param_sig(name, c->ps[i].value) ^ txn_param_sig(name, v);
+            c->ps[i].value = (char *) v;
+            return;
+        }
+    const char *n = intern(c->proxy, name);
+    if (n == NULL || c->nps >= CLIENT_MAX_PARAMS)
+        return;
+    if (c->nps == c->ps_cap) {
+        int cap = c->ps_cap ? c->ps_cap * 2 : 16;
+        struct client_param *arr = realloc(c->ps, (size_t) cap * sizeof(*arr));
+        if (arr == NULL)
+            return;
+        c->ps = arr;
+        c->ps_cap = cap;
+    }
+    c->ps[c->nps].name = (char *) n;
+    c->ps[c->nps].value = (char *) v;
+    c->nps++;
+    c->ps_sig ^= txn_param_sig(name, v);
 }
 
 static const char *find(const struct client_param *arr, int n, const char *name)
@@ -1040,9 +1151,16 @@ static const char *find(const struct client_param *arr, int n, const char *name)
     return NULL;
 }
 
+bool txn_params_in_step(const struct client *c, const struct server *s)
+{
+    return c->welcomed && c->ps_sig == s->ps_sig && c->opts_sig == s->applied_sig;
+}
+
 int txn_param_sync(const struct client *c, const struct server *s, struct pkt_builder *q)
 {
     int n = 0;
+    if (txn_params_in_step(c, s))
+        return 0; /* the usual case: the server already looks as this client expects */
     /* reported parameters: what the client has seen (or asked for at startup) */
     const struct client_param *src = c->welcomed ? c->ps : c->params;
     int nsrc = c->welcomed ? c->nps : c->nparams;
@@ -1087,4 +1205,5 @@ void txn_settings_applied(struct server *s, const struct client *c)
     for (int i = 0; i < c->nopts; i++)
         (void) txn_param_put(&s->applied, &s->napplied, &s->applied_cap, c->opts[i].name,
                              c->opts[i].value);
+    s->applied_sig = opts_sig(s->applied, s->napplied);
 }

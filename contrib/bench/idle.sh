@@ -9,7 +9,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../regress/lib/pgtest.sh
 . "$HERE/../../regress/lib/pgtest.sh"
 N=${1:-10000}
-ulimit -n $((N * 2 + 1024)) || pgt_die "cannot raise the fd limit to $((N * 2 + 1024))"
+ulimit -n "$(ulimit -Hn)" || true
+[ "$(ulimit -n)" -gt $((N + 512)) ] || pgt_die "the fd limit $(ulimit -n) is too low for $N clients"
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 pgt_start_pg "max_connections = 100"
@@ -43,7 +44,7 @@ INI
 echo '"app" ""' >"$DIR/users.txt"
 chown -R "$PGT_RUN_USER" "$DIR"
 # pgbouncer needs the fd limit too: run it through a shell that raises it
-runuser -u "$PGT_RUN_USER" -- bash -c "ulimit -n $((N * 2 + 1024)) && exec /usr/sbin/pgbouncer -d $DIR/pgbouncer.ini" ||
+runuser -u "$PGT_RUN_USER" -- bash -c "ulimit -n \$(ulimit -Hn) && exec /usr/sbin/pgbouncer -d $DIR/pgbouncer.ini" ||
     pgt_die "pgbouncer did not start"
 for _ in $(seq 1 50); do [ -s "$DIR/pgbouncer.pid" ] && break; sleep 0.1; done
 BNC_PID=$(cat "$DIR/pgbouncer.pid")

@@ -87,6 +87,8 @@ struct client {
     int nopts, opts_cap;
     struct client_param *ps; /* reported parameters as the client saw them */
     int nps, ps_cap;
+    uint64_t ps_sig;        /* txn_param_sig over ps, XORed: equal to a server's = nothing to SET */
+    uint64_t opts_sig;      /* the same over opts */
     int pool_mode;          /* enum config_pool_mode of its pool */
     struct txn_names names; /* transaction pooling: its prepared statement names */
     uint32_t copy_left;     /* transaction pooling: bytes of a large message still to copy */

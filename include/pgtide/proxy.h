@@ -27,6 +27,7 @@ struct account;
 struct metrics;
 struct backupctl;
 struct txn_registry;
+struct txn_intern;
 struct replicaset;
 
 #define PROXY_MAX_LISTENERS  16
@@ -74,6 +75,7 @@ struct proxy {
     ev_check reaper;
     uint8_t mock_key[32];          /* keeps SCRAM fake salts of unknown users stable */
     struct txn_registry *registry; /* prepared statement texts (transaction pooling) */
+    struct txn_intern *interned;   /* parameter names and values, kept once */
     struct replicaset *replicas;   /* read replicas (issue 6), set by main; NULL when none */
     int read_port;                 /* the reader endpoint's port as opened, 0 = none */
 

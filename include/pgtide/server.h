@@ -69,6 +69,8 @@ struct server {
     struct txn_prepared prepared; /* statements this connection has prepared */
     struct client_param *applied; /* startup settings of a client, as SET here */
     int napplied, applied_cap;
+    uint64_t ps_sig;          /* txn_param_sig of its settable reported parameters, XORed */
+    uint64_t applied_sig;     /* the same over applied */
     struct pkt_builder fakes; /* answers pgtide gives itself, due at the next turn */
     bool stmt_violation;      /* statement pooling saw a transaction begin */
     int64_t connect_ms, state_since_ms, last_used_ms;

@@ -79,6 +79,10 @@ struct txn_registry;
 /* Frees the proxy-wide statement registry. */
 void txn_registry_free(struct txn_registry *r);
 
+struct txn_intern;
+/* Frees the proxy-wide table of interned parameter strings. */
+void txn_intern_free(struct txn_intern *t);
+
 /* Client side: moves the client's messages to its server, rewriting statement names,
    preparing on demand and answering what pgtide answers itself. Called when the client is
    readable or the server writable, in transaction and statement pooling. */
@@ -95,6 +99,9 @@ bool txn_after_server_pump(struct server *s);
    client has seen, settings it gave at startup) to q. Returns how many were added. */
 int txn_param_sync(const struct client *c, const struct server *s, struct pkt_builder *q);
 
+/* True when server s already has every setting client c expects (no SET needed). */
+bool txn_params_in_step(const struct client *c, const struct server *s);
+
 /* The server now carries c's startup settings (after a successful sync). */
 void txn_settings_applied(struct server *s, const struct client *c);
 
@@ -107,6 +114,13 @@ void txn_server_free(struct server *s);
 
 /* Notes a reported parameter the client has now seen. */
 void txn_client_saw_param(struct client *c, const char *name, const char *value);
+
+/* A hash of name=value for a parameter pgtide keeps in step between client and server, 0 for
+   any other; XORed over a set, equal sets give equal sums (the fast path of txn_param_sync). */
+uint64_t txn_param_sig(const char *name, const char *value);
+
+/* Recomputes c->opts_sig (after its startup settings are known). */
+void txn_client_settings_known(struct client *c);
 
 /* True for parameters a server reports (ParameterStatus) that pgtide keeps in step. */
 bool txn_param_is_reported(const char *name);
