@@ -231,7 +231,7 @@ static void seed_auth_cache(struct app *a)
     if (pw == NULL)
         return;
     char verifier[SECRET_SCRAM_MAX_TEXT];
-    if (secret_make_scram(pw, 4096, verifier, sizeof(verifier)) == 0)
+    if (secret_make_scram(pw, 4096, verifier, sizeof(verifier)) > 0)
         (void) authdb_seed(a->proxy->authdb, "postgres", verifier);
     OPENSSL_cleanse(pw, strlen(pw));
     free(pw);

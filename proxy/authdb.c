@@ -381,6 +381,11 @@ int authdb_seed(struct authdb *a, const char *user, const char *secret)
     return 0;
 }
 
+bool authdb_busy(const struct authdb *a)
+{
+    return a->refresh != NULL || !list_empty(&a->querying);
+}
+
 int authdb_cached(const struct authdb *a)
 {
     int n = 0;

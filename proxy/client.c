@@ -577,7 +577,7 @@ static void on_secret(void *arg, const char *secret)
         /* a plaintext auth_file entry: derive a verifier for this exchange */
         char v[SECRET_SCRAM_MAX_TEXT];
         struct secret tmp;
-        if (secret_make_scram(c->auth->secret.plain, 4096, v, sizeof(v)) != 0 ||
+        if (secret_make_scram(c->auth->secret.plain, 4096, v, sizeof(v)) < 0 ||
             secret_parse(v, &tmp) != 0) {
             client_fatal(c, "XX000", "pgtide: cannot derive a SCRAM verifier");
             return;

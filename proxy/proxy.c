@@ -338,6 +338,10 @@ void proxy_compute_changed(struct proxy *p, int from, int to)
 {
     struct list_node *it, *tmp;
     if (to == COMPUTE_RUNNING) {
+        /* a start is demand: the idle clock starts now, not at the last query hours ago (else
+           the compute would freeze under pgtide's own first queries) */
+        if (from == COMPUTE_STARTING)
+            proxy_touch(p);
         if (p->authdb != NULL)
             authdb_compute_ready(p->authdb, from == COMPUTE_STARTING);
         if (!p->paused) {
@@ -365,7 +369,8 @@ static void measure(struct proxy *p, int *active, int *unparkable)
     struct list_node *it;
     for (it = p->clients.next; it != &p->clients; it = it->next) {
         struct client *c = container_of(it, struct client, node);
-        if (c->state == CLIENT_WAITING)
+        /* waiting for a server, or for its secret (an auth_query may be running) */
+        if (c->state == CLIENT_WAITING || c->state == CLIENT_LOOKUP)
             (*active)++;
         if (c->server == NULL)
             continue;
@@ -434,6 +439,8 @@ static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
     measure(p, &in.active_queries, &in.unparkable_sessions);
     if (!list_empty(&p->held))
         in.active_queries++;
+    if (p->authdb != NULL && authdb_busy(p->authdb))
+        in.active_queries++; /* pg_authid refresh or auth_query in flight */
     if (backup_in_progress())
         in.active_queries++; /* issue 7: a basebackup holds the compute awake */
     switch (policy_idle(&in)) {

@@ -37,5 +37,8 @@ void authdb_compute_failed(struct authdb *a);
 /* Seeds the cache with one entry (at init, before the compute ever ran) and saves it. */
 int authdb_seed(struct authdb *a, const char *user, const char *secret);
 
+/* True while a query of its own runs on the compute (cache refresh, auth_query). */
+bool authdb_busy(const struct authdb *a);
+
 /* Number of cached users. */
 int authdb_cached(const struct authdb *a);
