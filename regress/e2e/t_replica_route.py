@@ -84,11 +84,13 @@ def main():
     rport = free_port()
     t2 = Tide({"suspend_after": "0", "pause_after": "0", "read_port": str(rport),
                "pool_mode": "transaction"}, name="routetx")
-    t2.admin("SCALE REPLICAS 2")
-    check(wait_until(lambda: in_rotation(t2), 90, 0.5), "transaction pooling: replicas in rotation")
+    # replicas follow the primary: it runs once a client needs it
     c = psycopg2.connect(t2.dsn().replace(f"port={t2.port}", f"port={rport}"))
     c.autocommit = True
     k = c.cursor()
+    k.execute("SELECT 1")
+    t2.admin("SCALE REPLICAS 2")
+    check(wait_until(lambda: in_rotation(t2), 90, 0.5), "transaction pooling: replicas in rotation")
     dirs = set()
     for _ in range(20):
         k.execute("SELECT pg_is_in_recovery(), current_setting('data_directory')")

@@ -238,6 +238,9 @@ static void check_pause(struct compute *c)
             pid_t pids[256];
             /* every live member stopped (a backend that was exiting may linger as a zombie) */
             int n = tree_members(pm, pids, 256);
+            /* SIGSTOP lands asynchronously: give every member a moment to show 'T' */
+            for (int w = 0; w < 200 && count_in_state(pm, 'T') + count_in_state(pm, 'Z') < n; w++)
+                usleep(10 * 1000);
             ck_assert_int_ge(count_in_state(pm, 'T'), 3); /* postmaster, checkpointer, ... */
             ck_assert_int_eq(count_in_state(pm, 'T') + count_in_state(pm, 'Z'), n);
         }
