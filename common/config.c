@@ -485,15 +485,24 @@ static int set_int_like(struct config *c, const struct key_def *k, const char *v
     return 0;
 }
 
+/* A whole, finite decimal number (no leading blanks, nothing after it). 0 / -1. */
+static int parse_decimal(const char *value, double *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtod(value, &end);
+    if (value[0] == '\0' || isspace((unsigned char) value[0]) || *end != '\0' || errno != 0 ||
+        !isfinite(*out))
+        return -1;
+    return 0;
+}
+
 /* compute_units: a decimal number, a multiple of 0.25 between min/4 and max/4. */
 static int set_units(struct config *c, const struct key_def *k, const char *value, char *err,
                      size_t errlen)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(value, &end);
-    if (value[0] == '\0' || isspace((unsigned char) value[0]) || *end != '\0' || errno != 0 ||
-        !isfinite(v)) {
+    double v;
+    if (parse_decimal(value, &v) != 0) {
         set_err(err, errlen, "%s: invalid value \"%s\": expected a number such as 0.5 or 2",
                 k->name, value);
         return -1;
@@ -516,11 +525,8 @@ static int set_units(struct config *c, const struct key_def *k, const char *valu
 static int set_fraction(struct config *c, const struct key_def *k, const char *value, char *err,
                         size_t errlen)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(value, &end);
-    if (value[0] == '\0' || isspace((unsigned char) value[0]) || *end != '\0' || errno != 0 ||
-        !isfinite(v)) {
+    double v;
+    if (parse_decimal(value, &v) != 0) {
         set_err(err, errlen, "%s: invalid value \"%s\": expected a fraction such as 0.8", k->name,
                 value);
         return -1;

@@ -99,8 +99,7 @@ static int cgroup_find_mount(const char *controller, char *mnt, char *root, size
     return rc;
 }
 
-/* pgtide's own path in the hierarchy of controller (v2 when NULL), from /proc/self/cgroup. */
-static int cgroup_own_path(const char *controller, char *out, size_t len)
+int cgroup_own_path(const char *controller, char *out, size_t len)
 {
     FILE *f = fopen("/proc/self/cgroup", "re");
     if (f == NULL)

@@ -260,28 +260,15 @@ static int compute_write_str(const char *path, const char *s)
     return n == (ssize_t) strlen(s) ? 0 : -1;
 }
 
-/* Our own cgroup path for a v1 controller ("freezer") or v2 (controller NULL), from
-   /proc/self/cgroup. 0 / -1. */
+/* Our own cgroup path for a v1 controller ("freezer") or v2 (controller NULL), "" for the
+   root (so that mount + path + "/name" has no double slash). 0 / -1. */
 static int compute_own_cgroup(const char *controller, char *out, size_t outlen)
 {
-    FILE *f = fopen("/proc/self/cgroup", "re");
-    if (f == NULL)
+    if (cgroup_own_path(controller, out, outlen) != 0)
         return -1;
-    char line[1024];
-    int rc = -1;
-    while (rc < 0 && fgets(line, sizeof(line), f) != NULL) {
-        line[strcspn(line, "\n")] = '\0';
-        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (c2 == NULL)
-            continue;
-        *c2 = '\0';
-        const char *ctrls = c1 + 1;
-        bool match = controller ? strstr(ctrls, controller) != NULL : ctrls[0] == '\0';
-        if (match && snprintf(out, outlen, "%s", strcmp(c2 + 1, "/") ? c2 + 1 : "") < (int) outlen)
-            rc = 0;
-    }
-    fclose(f);
-    return rc;
+    if (strcmp(out, "/") == 0)
+        out[0] = '\0';
+    return 0;
 }
 
 /* The directory for this compute's freezer cgroup, or -1 when that cgroup version is absent. */

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum cgroup_kind { CGROUP_NONE, CGROUP_V1, CGROUP_V2 };
@@ -56,6 +57,10 @@ int cgroup_cpu_read_limit(const struct cgroup_cpu *g, double *cu)
 /* Moves any process still in the group to the parent group and removes the directories.
    g becomes CGROUP_NONE. Safe on a NONE group. */
 void cgroup_cpu_destroy(struct cgroup_cpu *g);
+
+/* pgtide's own path in the hierarchy of controller (a v1 controller name such as "freezer", or
+   NULL for v2), from /proc/self/cgroup: "/" for the root. 0, or -1 when it is not mounted. */
+int cgroup_own_path(const char *controller, char *out, size_t len);
 
 /* "cgroup-v1", "cgroup-v2" or "none". Static. */
 const char *cgroup_kind_name(enum cgroup_kind k);
