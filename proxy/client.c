@@ -80,8 +80,8 @@ bool client_state_legal(enum client_state from, enum client_state to)
         return to == CLIENT_AUTH;
     case CLIENT_HELD:
         return to == CLIENT_WAITING;
-    case CLIENT_WAITING:
-        return to == CLIENT_ACTIVE;
+    case CLIENT_WAITING: /* HELD: a reader whose replica was unreachable waits for the primary */
+        return to == CLIENT_ACTIVE || to == CLIENT_HELD;
     case CLIENT_ACTIVE:
         return to == CLIENT_IDLE;
     case CLIENT_IDLE:
@@ -1208,6 +1208,15 @@ void client_compute_ready(struct client *c)
     client_set_state(c, CLIENT_WAITING);
     arm_timer(c, p->cfg->query_wait_timeout);
     pool_request(c->pool, c);
+}
+
+bool client_reroute(struct client *c)
+{
+    if (c->state != CLIENT_WAITING || c->close_pending || !c->reader)
+        return false;
+    pool_cancel_wait(c->pool, c);
+    request_server(c);
+    return true;
 }
 
 static void send_welcome(struct client *c, struct server *s)

@@ -15,6 +15,7 @@
 #include "pgtide/config.h"
 #include "pgtide/log.h"
 #include "pgtide/proxy.h"
+#include "pgtide/replica.h"
 #include "pgtide/server.h"
 
 struct pool *pool_get(struct proxy *p, const char *database, const char *user)
@@ -130,14 +131,22 @@ void pool_server_gone(struct pool *pool, struct server *s)
 
 void pool_login_failed(struct pool *pool, const char *sqlstate, const char *msg)
 {
+    struct proxy *p = pool->proxy;
+    /* a replica that cannot be logged into (its postmaster may be dead but not yet reaped)
+       leaves rotation, and its readers ask again: another replica or the primary */
+    bool replica = p->replicas != NULL && pool->compute != p->primary;
+    if (replica)
+        replicaset_note_unreachable(p->replicas, pool->compute);
     /* every waiter beyond what the remaining opening servers can serve gets the error */
     size_t opening = list_count(&pool->opening);
     size_t waiting = list_count(&pool->waiting);
     while (waiting > opening) {
         struct list_node *last = pool->waiting.prev;
         struct client *c = container_of(last, struct client, wait_node);
-        list_del(&c->wait_node);
-        client_fatal(c, sqlstate, "%s", msg);
+        if (!replica || !client_reroute(c)) {
+            list_del(&c->wait_node);
+            client_fatal(c, sqlstate, "%s", msg);
+        }
         waiting--;
     }
 }

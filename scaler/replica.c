@@ -55,6 +55,7 @@ struct replica_slot {
     /* lag */
     struct pgq *probe;
     bool lag_known, replay_paused;
+    bool unreachable; /* a login failed: out of rotation until a probe or a state change */
     int lag_failures;
     int64_t lag_bytes;
     double lag_seconds;
@@ -397,6 +398,7 @@ static void replica_forget_lag(struct replica_slot *s)
     s->lag_bytes = -1;
     s->lag_seconds = 0;
     s->replay_paused = false;
+    s->unreachable = false;
 }
 
 static void replica_probe_all(struct replicaset *rs);
@@ -609,6 +611,7 @@ static void replica_lag_done(void *arg, int ntuples, int nfields, const char *co
         was_in = before.in_rotation;
     s->lag_failures = 0;
     s->lag_known = true;
+    s->unreachable = false; /* it answered */
     s->lag_bytes = replpolicy_lag_bytes(rs->primary_lsn, replay);
     s->lag_seconds = replpolicy_lag_seconds(s->lag_bytes, v[1] ? strtod(v[1], NULL) : -1);
     s->replay_paused = v[2] != NULL && v[2][0] == 't';
@@ -849,6 +852,10 @@ bool replicaset_info(const struct replicaset *rs, int i, struct replica_info *ou
             out->lag_bytes = s->lag_known ? s->lag_bytes : -1;
             out->lag_seconds = s->lag_seconds;
             out->in_rotation = replpolicy_in_rotation(&r, &out->why_not);
+            if (out->in_rotation && s->unreachable) {
+                out->in_rotation = false;
+                out->why_not = "unreachable";
+            }
             if (s->build_pid > 0)
                 out->why_not = "building";
             else if (!out->in_rotation && !r.running && s->c != NULL &&
@@ -952,6 +959,20 @@ void replicaset_note_sessions(struct replicaset *rs, struct compute *c, int sess
         s->sessions = sessions;
         if (s->retiring && sessions <= 0)
             replica_slot_event(s); /* drained: stop now */
+        return;
+    }
+}
+
+void replicaset_note_unreachable(struct replicaset *rs, struct compute *c)
+{
+    for (int i = 0; i < COMPUTE_MAX_REPLICAS; i++) {
+        struct replica_slot *s = &rs->slot[i];
+        if (s->c != c || !s->used)
+            continue;
+        if (!s->unreachable)
+            log_warn("replica-%d: a login failed; out of rotation until it answers again",
+                     s->index);
+        s->unreachable = true;
         return;
     }
 }

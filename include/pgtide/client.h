@@ -145,6 +145,10 @@ void client_close(struct client *c, const char *reason);
 /* The compute is running: HELD -> WAITING (asks the pool). */
 void client_compute_ready(struct client *c);
 
+/* A reader WAITING on a replica's pool whose login failed: asks again (another replica in
+   rotation, else the primary) and returns true. Other clients are left alone (false). */
+bool client_reroute(struct client *c);
+
 /* The session's server connection was given up after a snapshot: ACTIVE -> IDLE. */
 void client_park(struct client *c);
 

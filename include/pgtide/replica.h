@@ -73,6 +73,10 @@ bool replicaset_accepts(const struct replicaset *rs, const struct compute *c)
 /* The proxy tells how many sessions still use replica c; while draining, 0 lets it stop. */
 void replicaset_note_sessions(struct replicaset *rs, struct compute *c, int sessions);
 
+/* The proxy could not log in to replica c (its postmaster may be gone before its exit is
+   reaped): c leaves rotation until its next successful lag probe or state change. */
+void replicaset_note_unreachable(struct replicaset *rs, struct compute *c);
+
 /* For SHOW COMPUTES: number of replica slots (built, building or running). */
 int replicaset_count(const struct replicaset *rs) __attribute__((warn_unused_result));
 

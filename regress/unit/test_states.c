@@ -58,6 +58,8 @@ static const struct edge client_shortcuts[] = {
     /* on_read() in IDLE calls request_server() */
     {CLIENT_IDLE, CLIENT_HELD, "idle session speaks, compute suspended (request_server)"},
     {CLIENT_STARTUP, CLIENT_IDLE, "trust/cert login in transaction pooling"},
+    /* client_reroute(): a reader whose replica login failed, primary not running */
+    {CLIENT_WAITING, CLIENT_HELD, "reader rerouted from an unreachable replica to the primary"},
 };
 
 static bool in_table(const struct edge *t, size_t n, int from, int to)
