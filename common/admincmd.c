@@ -29,14 +29,15 @@ struct lexer {
     int n;
 };
 
-/* The policy keys (DESIGN.md §8) and the autoscaling knobs (issue 5); SET persists them. */
+/* The policy keys (DESIGN.md §8) and the autoscaling knobs (issue 5), replica_scale_wait and
+   read_your_writes (issue 6); SET persists them. */
 static const char *const settable_keys[] = {
-    "pause_after",       "suspend_after",   "wake_timeout", "query_wait_timeout",
-    "pool_mode",         "pool_size",       "min_replicas", "max_replicas",
-    "compute_units",     "replica_units",   "min_cu",       "max_cu",
-    "scale_window",      "scale_cooldown",  "cpu_high",     "cpu_low",
-    "max_replica_lag",   "backup_schedule", "backup_keep",  "backup_max_age",
-    "replica_scale_wait" /* replicas (issue 6) */};
+    "pause_after",        "suspend_after",   "wake_timeout", "query_wait_timeout",
+    "pool_mode",          "pool_size",       "min_replicas", "max_replicas",
+    "compute_units",      "replica_units",   "min_cu",       "max_cu",
+    "scale_window",       "scale_cooldown",  "cpu_high",     "cpu_low",
+    "max_replica_lag",    "backup_schedule", "backup_keep",  "backup_max_age",
+    "replica_scale_wait", "read_your_writes"};
 
 static const struct {
     const char *name;
@@ -177,7 +178,7 @@ const char *admincmd_settable_list(void)
     return "pause_after, suspend_after, wake_timeout, query_wait_timeout, pool_mode, pool_size, "
            "min_replicas, max_replicas, compute_units, replica_units, min_cu, max_cu, "
            "scale_window, scale_cooldown, cpu_high, cpu_low, max_replica_lag, backup_schedule, "
-           "backup_keep, backup_max_age, replica_scale_wait";
+           "backup_keep, backup_max_age, replica_scale_wait, read_your_writes";
 }
 
 /* SHOW USAGE [DAY|HOUR] (issue 5: usage ledger). */

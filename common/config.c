@@ -54,6 +54,7 @@ static const char *const sslmode_names[] = {"disable",   "allow",       "prefer"
 static const char *const pool_mode_names[] = {"session", "transaction", "statement", NULL};
 static const char *const provider_names[] = {"local", "static", NULL};
 static const char *const log_level_names[] = {"debug", "info", "warning", "error", NULL};
+static const char *const onoff_names[] = {"off", "on", NULL}; /* read_your_writes (issue 6) */
 static const char *const auth_type_names[] = {"trust",    "reject", "md5", "scram-sha-256",
                                               "password", "cert",   NULL};
 
@@ -262,6 +263,8 @@ static const struct key_def keys[] = {
     {"read_port", KT_INT, F(read_port), "-1", false, -1, 65535, NULL, NULL},
     /* replica autoscaling (issue 6: replica set) */
     {"replica_scale_wait", KT_DURATION, F(replica_scale_wait), "1s", true, 0, DAY_MS, NULL, NULL},
+    /* read-your-writes (issue 6: routing) */
+    {"read_your_writes", KT_ENUM, F(read_your_writes), "off", true, 0, 0, onoff_names, NULL},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

@@ -33,6 +33,7 @@
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
 #include "pgtide/replica.h"
+#include "pgtide/ryw.h"
 #include "pgtide/server.h"
 #include "pgtide/tls.h"
 
@@ -732,7 +733,9 @@ static void request_server(struct client *c)
 {
     struct proxy *p = c->proxy;
     if (c->reader && p->replicas != NULL && !p->paused) {
-        struct compute *r = replicaset_pick(p->replicas, compute_load, p);
+        /* read_your_writes: only replicas that replayed this (database, user)'s commits */
+        uint64_t need = ryw_reader_lsn(p, c->database, c->user);
+        struct compute *r = replicaset_pick_at(p->replicas, need, compute_load, p);
         struct pool *pool = r != NULL ? pool_get_for(p, r, c->database, c->user) : NULL;
         if (pool != NULL) {
             c->pool = pool;

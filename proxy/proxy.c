@@ -31,6 +31,7 @@
 #include "pgtide/park.h"
 #include "pgtide/policy.h"
 #include "pgtide/pool.h"
+#include "pgtide/ryw.h"
 #include "pgtide/server.h"
 #include "pgtide/sock.h"
 #include "pgtide/store.h"
@@ -604,6 +605,7 @@ void proxy_free(struct proxy *p)
         ev_check_stop(p->loop, &p->reaper);
         ev_timer_stop(p->loop, &p->idle_timer);
     }
+    ryw_free(p->ryw); /* its queue emptied as the servers closed */
     list_for_each_safe(it, tmp, &p->pools)
     {
         struct pool *pool = container_of(it, struct pool, node);

@@ -28,6 +28,7 @@
 #include "pgtide/pkt.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
+#include "pgtide/ryw.h"
 #include "pgtide/secret.h"
 #include "pgtide/txn.h"
 #include "pgtide/userlist.h"
@@ -226,6 +227,7 @@ void server_close(struct server *s, const char *reason)
         p->park_failed = true;
     }
     server_set_state(s, SERVER_CLOSING);
+    ryw_server_gone(s);
     ev_io_stop(p->loop, &s->conn.rio);
     ev_io_stop(p->loop, &s->conn.wio);
     ev_timer_stop(p->loop, &s->timer);
@@ -515,8 +517,10 @@ static void process_internal(struct server *s)
 
 static bool server_wants(void *arg, uint8_t t)
 {
-    (void) arg;
-    return t == 'Z' || t == 'S';
+    const struct server *s = arg;
+    /* read_your_writes: command tags tell whether a transaction may have written */
+    return t == 'Z' || t == 'S' ||
+           ((t == 'C' || t == 'V') && s->pool->proxy->cfg->read_your_writes);
 }
 
 static void ready_for_query(struct server *s, char st)
@@ -548,8 +552,12 @@ static enum relay_verdict server_message(void *arg, uint8_t t, const uint8_t *bo
     struct server *s = arg;
     if (t == 'Z') {
         char st;
+        if (ryw_hold(s, body, blen))
+            return RELAY_STOP; /* until the primary's WAL position is known (ryw.h) */
         if (pkt_parse_ready(body, blen, &st) == PKT_OK)
             ready_for_query(s, st);
+    } else if (t == 'C' || t == 'V') {
+        ryw_note_command(s, t, body, blen);
     } else if (t == 'S') {
         const char *name, *value;
         if (pkt_parse_param_status(body, blen, &name, &value) == PKT_OK)
@@ -579,6 +587,10 @@ void server_pump(struct server *s)
                         txn ? &txn_server_ops : &server_ops, s);
         if (s->state == SERVER_CLOSING || s->client != c)
             return;
+        if (st == RELAY_STOPPED && ryw_holding(s)) {
+            relay_read_on(p->loop, &s->conn, false); /* ryw pumps it again */
+            return;
+        }
         if (st != RELAY_STOPPED || !txn)
             break;
         /* answers pgtide gives itself are due before this message */

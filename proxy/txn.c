@@ -20,6 +20,7 @@
 #include "pgtide/pkt.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
+#include "pgtide/ryw.h"
 #include "pgtide/server.h"
 
 /* Stop copying client messages while this much waits for the server's socket. */
@@ -896,6 +897,8 @@ static enum relay_verdict server_message(void *arg, uint8_t t, const uint8_t *bo
         on_error(s, body, blen);
         return RELAY_FORWARD;
     case 'Z':
+        if (ryw_hold(s, body, blen))
+            return RELAY_STOP; /* until the primary's WAL position is known (ryw.h) */
         if (e != NULL && (e->kind == 'S' || e->kind == 'Q'))
             pop(s);
         ready(s, body, blen);
@@ -904,6 +907,11 @@ static enum relay_verdict server_message(void *arg, uint8_t t, const uint8_t *bo
             return RELAY_STOP;
         }
         return RELAY_FORWARD;
+    case 'C':
+    case 'V':
+        if (s->pool->proxy->cfg->read_your_writes)
+            ryw_note_command(s, t, body, blen);
+        break;
     default:
         break;
     }

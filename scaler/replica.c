@@ -64,6 +64,9 @@ struct replica_slot {
     double cpu;
     /* scale decision to serving, for the log and the benchmark */
     int64_t decided_ms;
+    /* read-your-writes (issue 6): last measured replay position (valid while lag_known) */
+    uint64_t replay_lsn;
+    int64_t replay_poll_ms; /* when a replay-only measurement last started */
 };
 
 struct replicaset {
@@ -613,6 +616,7 @@ static void replica_lag_done(void *arg, int ntuples, int nfields, const char *co
     s->lag_known = true;
     s->unreachable = false; /* it answered */
     s->lag_bytes = replpolicy_lag_bytes(rs->primary_lsn, replay);
+    s->replay_lsn = replay;
     s->lag_seconds = replpolicy_lag_seconds(s->lag_bytes, v[1] ? strtod(v[1], NULL) : -1);
     s->replay_paused = v[2] != NULL && v[2][0] == 't';
     struct replica_info now;
@@ -652,6 +656,37 @@ static void replica_primary_lsn_done(void *arg, int ntuples, int nfields, const 
                              "now() - pg_last_xact_replay_timestamp())::float8, -1)::text, "
                              "pg_is_wal_replay_paused()",
                              0, NULL, REPLICA_PROBE_MS, replica_lag_done, s);
+    }
+}
+
+/* Read-your-writes: a replay-only measurement (the lag keeps its last primary-relative value). */
+static void replica_replay_done(void *arg, int ntuples, int nfields, const char *const *v,
+                                const char *err)
+{
+    struct replica_slot *s = arg;
+    s->probe = NULL;
+    uint64_t replay;
+    if (err == NULL && ntuples == 1 && nfields == 1 && s->lag_known &&
+        replpolicy_parse_lsn(v[0], &replay) == 0 && replay > s->replay_lsn)
+        s->replay_lsn = replay;
+}
+
+/* Measures again at once the replay position of replicas in rotation that are behind need
+   (one measurement in flight per replica, at most one start per 20 ms). */
+static void replica_poll_replay(struct replicaset *rs, uint64_t need)
+{
+    int64_t now = replica_mono_ms();
+    for (int i = 0; i < COMPUTE_MAX_REPLICAS; i++) {
+        struct replica_slot *s = &rs->slot[i];
+        if (!s->used || s->c == NULL || compute_get_state(s->c) != COMPUTE_RUNNING ||
+            s->probe != NULL || !s->lag_known || s->replay_lsn >= need ||
+            now - s->replay_poll_ms < 20)
+            continue;
+        s->replay_poll_ms = now;
+        char ci[2600];
+        replica_conninfo(rs, compute_port(s->c), ci, sizeof(ci));
+        s->probe = pgq_start(rs->loop, ci, "SELECT pg_last_wal_replay_lsn()::text", 0, NULL,
+                             REPLICA_PROBE_MS, replica_replay_done, s);
     }
 }
 
@@ -879,8 +914,15 @@ int replicaset_count(const struct replicaset *rs)
 struct compute *replicaset_pick(struct replicaset *rs, int (*load)(void *arg, struct compute *c),
                                 void *arg)
 {
+    return replicaset_pick_at(rs, 0, load, arg);
+}
+
+struct compute *replicaset_pick_at(struct replicaset *rs, uint64_t need_lsn,
+                                   int (*load)(void *arg, struct compute *c), void *arg)
+{
     struct compute *best = NULL;
     int best_load = 0;
+    bool behind = false;
     int n = replicaset_count(rs);
     /* ties go round-robin, so that equal replicas share the new sessions */
     unsigned start = rs->next_pick++;
@@ -889,12 +931,19 @@ struct compute *replicaset_pick(struct replicaset *rs, int (*load)(void *arg, st
         struct replica_info info;
         if (!replicaset_info(rs, i, &info) || !info.in_rotation)
             continue;
+        const struct replica_slot *s = &rs->slot[info.index];
+        if (!replpolicy_replayed(need_lsn, s->lag_known, s->replay_lsn)) {
+            behind = true; /* read-your-writes: it has not replayed the reader's writes yet */
+            continue;
+        }
         int l = load != NULL ? load(arg, info.compute) : 0;
         if (best == NULL || l < best_load) {
             best = info.compute;
             best_load = l;
         }
     }
+    if (best == NULL && behind && need_lsn != UINT64_MAX)
+        replica_poll_replay(rs, need_lsn);
     if (best != NULL && compute_get_state(best) == COMPUTE_PAUSED)
         compute_wake(best); /* thaw: RUNNING before this returns */
     return best;

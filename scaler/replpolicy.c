@@ -179,3 +179,10 @@ bool replpolicy_in_rotation(const struct replpolicy_replica *r, const char **why
         *why = w;
     return w[0] == '\0';
 }
+
+bool replpolicy_replayed(uint64_t need_lsn, bool known, uint64_t replay_lsn)
+{
+    if (need_lsn == 0)
+        return true;
+    return need_lsn != UINT64_MAX && known && replay_lsn >= need_lsn;
+}

@@ -119,6 +119,9 @@ struct config {
                       served by replicas (restart only) */
     /* replica autoscaling (issue 6: replica set) */
     int64_t replica_scale_wait; /* ms, 1s: readers waiting longer than this add a replica */
+    /* read-your-writes (issue 6: routing, ryw.h) */
+    int read_your_writes; /* 0 = off (default), 1 = on: readers see their (database, user)'s
+                             commits (replicas that replayed them, else the primary) */
 };
 
 /* Returns a new snapshot holding every default, refcount 1, or NULL when out of memory. */

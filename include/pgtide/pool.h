@@ -41,6 +41,9 @@ struct pool {
     /* SHOW POOLS / STATS counters */
     uint64_t queries, xacts, wait_us, bytes_recv, bytes_sent;
     int64_t max_wait_start_ms;
+    /* read-your-writes (issue 6, ryw.h), in the primary's pool of (database, user): the WAL
+       position its readers' replicas must have replayed; 0 = none, RYW_LSN_UNKNOWN = primary */
+    uint64_t ryw_lsn;
 };
 
 /* Finds or creates the primary's pool for (database, user). NULL when out of memory. */

@@ -29,6 +29,7 @@ struct backupctl;
 struct txn_registry;
 struct txn_intern;
 struct replicaset;
+struct ryw;
 
 #define PROXY_MAX_LISTENERS  16
 #define PROXY_CANCEL_BUCKETS 4096
@@ -97,6 +98,7 @@ struct proxy {
     struct account *account;   /* SHOW USAGE */
     struct metrics *metrics;   /* wait-time histogram, Prometheus endpoint */
     struct backupctl *backups; /* backups (issue 7), set by main; NULL when off (static) */
+    struct ryw *ryw;           /* read-your-writes (issue 6): created at its first use */
 };
 
 /* Builds the context: TLS contexts (a self-signed certificate in DATA when none is configured),

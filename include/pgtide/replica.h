@@ -51,6 +51,14 @@ void replicaset_set_config(struct replicaset *rs, const struct config *cfg);
 struct compute *replicaset_pick(struct replicaset *rs, int (*load)(void *arg, struct compute *c),
                                 void *arg) __attribute__((warn_unused_result));
 
+/* Read-your-writes (issue 6): as replicaset_pick, among replicas whose last measured replay
+   position is at least need_lsn (0: any; UINT64_MAX: none). When replicas in rotation are all
+   behind it, their replay positions are measured again at once (at most every 20 ms per
+   replica) so that the next readers find them caught up. NULL: use the primary. */
+struct compute *replicaset_pick_at(struct replicaset *rs, uint64_t need_lsn,
+                                   int (*load)(void *arg, struct compute *c), void *arg)
+    __attribute__((warn_unused_result));
+
 /* The proxy reports reader demand each second: clients waiting for a reader and the longest
    wait (ms). Feeds the autoscaling policy. */
 void replicaset_note_demand(struct replicaset *rs, int waiting, int64_t longest_wait_ms);

@@ -83,6 +83,12 @@ struct replpolicy_replica {
     bool primary_running; /* the primary runs (replicas never outlive it) */
 };
 
+/* Read-your-writes (issue 6): whether a replica whose last measured replay position is
+   replay_lsn (known: a measurement exists) may serve a reader that must see need_lsn (0 = no
+   such need; UINT64_MAX = only the primary may). */
+bool replpolicy_replayed(uint64_t need_lsn, bool known, uint64_t replay_lsn)
+    __attribute__((warn_unused_result));
+
 /* Whether the replica may take new readers; *why (may be NULL) gets "" or a static reason:
    "not running", "draining", "primary not running", "lag unknown", "lagging",
    "replay paused" (only when also behind). */

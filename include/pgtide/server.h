@@ -76,6 +76,11 @@ struct server {
     int64_t connect_ms, state_since_ms, last_used_ms;
     char error_code[6];
     char error_msg[256];
+    /* read-your-writes (issue 6, ryw.h) */
+    struct list_node ryw_node; /* in ryw's queue while its ReadyForQuery waits for an LSN read */
+    uint64_t ryw_need;         /* the LSN read it waits for */
+    bool ryw_wrote;            /* its transaction may have written */
+    bool ryw_held, ryw_pass;   /* waiting; released (the next ReadyForQuery passes) */
 };
 
 /* Opens a new connection for pool (async). NULL when it cannot even start (error logged). */

@@ -658,6 +658,7 @@ START_TEST(test_foreach)
         "backup_max_age",
         "read_port",
         "replica_scale_wait",
+        "read_your_writes",
     };
     size_t n = sizeof(expected) / sizeof(expected[0]);
     struct config *c = config_new_defaults();
