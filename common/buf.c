@@ -1,7 +1,8 @@
 /*
  * buf: a free list of fixed-size relay buffers. The list is per process and single-threaded
- * (the data plane runs on one event loop); it caps how many idle buffers it keeps so memory
- * returns to the allocator after a burst.
+ * (the data plane runs on one event loop); it caps how many idle buffers it keeps, and buf_trim
+ * frees those that no one took since its last call, so memory returns to the allocator after a
+ * burst.
  */
 #include "pgtide/buf.h"
 
@@ -12,6 +13,7 @@
 
 static struct buf *free_list;
 static size_t free_count;
+static size_t free_low; /* fewest pooled since the last buf_trim: these were not needed */
 static size_t allocated;
 
 struct buf *buf_get(void)
@@ -20,6 +22,8 @@ struct buf *buf_get(void)
     if (b != NULL) {
         free_list = b->next_free;
         free_count--;
+        if (free_count < free_low)
+            free_low = free_count;
     } else {
         b = malloc(sizeof(*b));
         if (b == NULL)
@@ -71,4 +75,21 @@ int buf_append(struct buf *b, const void *p, size_t len)
 size_t buf_allocated(void)
 {
     return allocated;
+}
+
+size_t buf_pooled(void)
+{
+    return free_count;
+}
+
+void buf_trim(void)
+{
+    for (; free_low > 0 && free_list != NULL; free_low--) {
+        struct buf *b = free_list;
+        free_list = b->next_free;
+        free_count--;
+        allocated--;
+        free(b);
+    }
+    free_low = free_count;
 }

@@ -40,6 +40,7 @@
 #include "pgtide/userlist.h"
 
 #define IDLE_TICK_S 0.1
+#define BUF_TRIM_MS 10000 /* pooled relay buffers unused this long are freed */
 
 int64_t proxy_now_ms(void)
 {
@@ -426,6 +427,11 @@ static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
         }
         if (p->replicas != NULL)
             report_readers(p, now);
+        static int64_t last_trim;
+        if (now - last_trim >= BUF_TRIM_MS) {
+            last_trim = now;
+            buf_trim(); /* relay buffers a burst left pooled and no one needed since */
+        }
     }
     if (p->primary == NULL || compute_is_static(p->primary) || p->shutting_down)
         return;

@@ -43,3 +43,10 @@ int buf_append(struct buf *b, const void *p, size_t len);
 
 /* Number of buffers currently allocated (in use + pooled), for SHOW MEM-like stats. */
 size_t buf_allocated(void);
+
+/* Number of buffers pooled (allocated, not in use). */
+size_t buf_pooled(void);
+
+/* Frees the pooled buffers that stayed unused since the previous call (the fewest pooled at
+   any time in between), so that a burst's buffers do not stay after it. Called periodically. */
+void buf_trim(void);
