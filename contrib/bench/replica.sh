@@ -94,7 +94,7 @@ for i in $(seq 1 $((TRIES + 1))); do
     ms=$((t1 - t0))
     [ "$i" -le "$TRIES" ] && times+=("$ms")
     inside=$(grep -o 'in rotation [0-9]* ms after the scale decision (build [0-9]* ms)' "$DIR/pgtide.log" | tail -1)
-    src=$(grep -o 'built from [a-z_ -]*' "$DIR/pgtide.log" | tail -1)
+    src=$(grep -o 'built from [a-z_ -]* in [0-9]* ms' "$DIR/pgtide.log" | tail -1)
     inside="$inside, $src"
     if [ "$i" -le "$TRIES" ]; then
         echo "try $i (fresh build): serving after $ms ms (pgtide: $inside)"
