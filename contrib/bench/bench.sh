@@ -4,7 +4,8 @@
 # through pgtide (static provider in front of the same server) -- with the same pool size.
 # Workloads: select-only `-S -c 16`, select-only with a new connection per transaction
 # `-S -c 16 -C`, and TPC-B-like `-c 16`. Runs alternate between the targets; each figure is the
-# median of 3 runs. Prints TPS, average latency, and the ratios pgtide/direct and
+# median of 3 runs. Prints TPS, average and 99th-percentile latency (from pgbench's
+# per-transaction log, every transaction of the run), and the ratios pgtide/direct and
 # pgtide/pgbouncer. Not a test: nothing is asserted.
 #
 # Usage: contrib/bench/bench.sh [-T SECONDS per run, default 10] [-s SCALE, default 10]
@@ -95,32 +96,44 @@ elif [ "$MODE" = transaction ]; then
 else
     workloads=("-S -c $CLIENTS" "-S -c $CLIENTS -C" "-c $CLIENTS")
 fi
-declare -A TPS LAT
+declare -A TPS LAT P99
+LOGDIR=$BNC_DIR/txlog
+mkdir -p "$LOGDIR"
 
-# bench_one TARGET WORKLOAD: prints "tps latency_ms" of one pgbench run
+# p99_ms FILES...: the 99th percentile of the latency column (microseconds, 3rd field) of
+# pgbench per-transaction logs, in milliseconds
+p99_ms() {
+    cat "$@" | awk '{ print $3 }' | sort -n |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else printf "%.3f\n", v[int(NR * 0.99 + 0.5)] / 1000 }'
+}
+
+# bench_one TARGET WORKLOAD: prints "tps latency_ms p99_ms" of one pgbench run
 bench_one() {
-    local out
+    local out p99
+    rm -f "$LOGDIR"/tx*
     # shellcheck disable=SC2086
-    out=$("$PGBENCH" -n -j 2 -T "$DUR" $2 \
+    out=$(cd "$LOGDIR" && "$PGBENCH" -n -j 2 -T "$DUR" --log --log-prefix=tx $2 \
         "host=127.0.0.1 port=${PORTS[$1]} user=app dbname=appdb sslmode=$SSLMODE" 2>&1) || {
         pgt_log "pgbench failed on $1 ($2): $(echo "$out" | tail -3)"
-        echo "0 0"
+        echo "0 0 0"
         return
     }
-    echo "$out" | awk '/^tps = / { t = $3 } /^latency average = / { l = $4 }
-        END { printf "%.1f %.3f\n", t, l }'
+    p99=$(p99_ms "$LOGDIR"/tx*)
+    echo "$out" | awk -v p="$p99" '/^tps = / { t = $3 } /^latency average = / { l = $4 }
+        END { printf "%.1f %.3f %s\n", t, l, p }'
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 for w in "${workloads[@]}"; do
-    for t in "${targets[@]}"; do TPS[$t/$w]=""; LAT[$t/$w]=""; done
+    for t in "${targets[@]}"; do TPS[$t/$w]=""; LAT[$t/$w]=""; P99[$t/$w]=""; done
     for r in $(seq 1 "$RUNS"); do
         for t in "${targets[@]}"; do
-            read -r tps lat < <(bench_one "$t" "$w")
-            pgt_log "run $r: $t pgbench $w: tps $tps, latency ${lat} ms"
+            read -r tps lat p99 < <(bench_one "$t" "$w")
+            pgt_log "run $r: $t pgbench $w: tps $tps, latency ${lat} ms, p99 ${p99} ms"
             TPS[$t/$w]+="$tps "
             LAT[$t/$w]+="$lat "
+            P99[$t/$w]+="$p99 "
         done
     done
 done
@@ -129,23 +142,30 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "n/a") printf "%.2f
 
 echo
 echo "pgbench, ${DUR}s per run, median of $RUNS, scale $SCALE, pool size $POOL, $MODE pooling, sslmode=$SSLMODE"
-printf '%-22s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' workload "direct" "pgbouncer" "pgtide" \
-    "lat dir" "lat bnc" "lat tide" "tide/dir" "tide/bnc"
-printf '%-22s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' "" tps tps tps ms ms ms tps tps
+FMT='%-22s | %10s %10s %10s | %8s %8s %8s | %8s %8s %8s | %8s %8s\n'
+# shellcheck disable=SC2059
+printf "$FMT" workload "direct" "pgbouncer" "pgtide" "lat dir" "lat bnc" "lat tide" \
+    "p99 dir" "p99 bnc" "p99 tide" "tide/dir" "tide/bnc"
+# shellcheck disable=SC2059
+printf "$FMT" "" tps tps tps ms ms ms ms ms ms tps tps
 for w in "${workloads[@]}"; do
-    declare -A mt=() ml=()
+    declare -A mt=() ml=() mp=()
     for t in direct pgbouncer pgtide; do
         if [ -n "${TPS[$t/$w]:-}" ]; then
             # shellcheck disable=SC2086
             mt[$t]=$(median ${TPS[$t/$w]})
             # shellcheck disable=SC2086
             ml[$t]=$(median ${LAT[$t/$w]})
+            # shellcheck disable=SC2086
+            mp[$t]=$(median ${P99[$t/$w]})
         else
             mt[$t]=n/a
             ml[$t]=n/a
+            mp[$t]=n/a
         fi
     done
-    printf '%-22s | %10s %10s %10s | %8s %8s %8s | %8s %8s\n' "$w" "${mt[direct]}" \
-        "${mt[pgbouncer]}" "${mt[pgtide]}" "${ml[direct]}" "${ml[pgbouncer]}" "${ml[pgtide]}" \
+    # shellcheck disable=SC2059
+    printf "$FMT" "$w" "${mt[direct]}" "${mt[pgbouncer]}" "${mt[pgtide]}" "${ml[direct]}" \
+        "${ml[pgbouncer]}" "${ml[pgtide]}" "${mp[direct]}" "${mp[pgbouncer]}" "${mp[pgtide]}" \
         "$(ratio "${mt[pgtide]}" "${mt[direct]}")" "$(ratio "${mt[pgtide]}" "${mt[pgbouncer]}")"
 done
