@@ -69,6 +69,12 @@ max_client_conn = 1000
 logfile = $BNC_DIR/pgbouncer.log
 pidfile = $BNC_DIR/pgbouncer.pid
 EOF
+if [ "$SSLMODE" != disable ]; then
+    # clients asked for TLS: PgBouncer serves it with a self-signed certificate like the others
+    pgt_make_cert "$BNC_DIR"
+    printf 'client_tls_sslmode = allow\nclient_tls_key_file = %s\nclient_tls_cert_file = %s\n' \
+        "$BNC_DIR/server.key" "$BNC_DIR/server.crt" >>"$BNC_DIR/pgbouncer.ini"
+fi
 chown -R "$PGT_RUN_USER" "$BNC_DIR"
 pgt_as_pg /usr/sbin/pgbouncer -d "$BNC_DIR/pgbouncer.ini" || pgt_die "pgbouncer did not start"
 for _ in $(seq 1 50); do [ -s "$BNC_DIR/pgbouncer.pid" ] && break; sleep 0.1; done
