@@ -117,9 +117,7 @@ static void cell_wait(struct row *r, int64_t ms)
 
 static struct pkt_builder *outb(struct client *c)
 {
-    if (c->out_builder.buf == NULL)
-        pkt_builder_init_dyn(&c->out_builder, 1024);
-    return &c->out_builder;
+    return client_out(c);
 }
 
 /* True once c is closed or closing: nothing more may be written to it. */
@@ -257,9 +255,10 @@ static void show_config(struct client *c)
 
 static const char *client_param_value(const struct client *cl, const char *name)
 {
-    for (int i = 0; i < cl->nparams; i++) {
-        if (cl->params[i].name != NULL && strcmp(cl->params[i].name, name) == 0)
-            return cl->params[i].value;
+    const struct client_param *e = txn_pset_items(cl->params);
+    for (int i = 0; i < txn_pset_len(cl->params); i++) {
+        if (strcmp(e[i].name, name) == 0)
+            return e[i].value;
     }
     return NULL;
 }
@@ -267,22 +266,20 @@ static const char *client_param_value(const struct client *cl, const char *name)
 /* addr and port cells of a client's peer address. */
 static void cell_peer(struct row *r, const struct client *cl)
 {
-    const struct sockaddr_storage *ss = &cl->addr;
-    if (cl->is_unix || ss->ss_family == AF_UNIX) {
+    const union client_addr *ss = &cl->addr;
+    if (cl->is_unix || ss->sa.sa_family == AF_UNIX) {
         cell_str(r, "unix");
         cell_str(r, NULL);
         return;
     }
     char host[INET6_ADDRSTRLEN] = "";
     int port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *) ss;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
+    if (ss->sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &ss->in.sin_addr, host, sizeof(host));
+        port = ntohs(ss->in.sin_port);
+    } else if (ss->sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &ss->in6.sin6_addr, host, sizeof(host));
+        port = ntohs(ss->in6.sin6_port);
     } else {
         cell_str(r, NULL);
         cell_str(r, NULL);
@@ -315,13 +312,13 @@ static void client_row(struct row *r, const struct client *cl, int64_t now)
     cell_str(r, client_param_value(cl, "application_name"));
     cell_u64(r, cl->id);
     cell_u64(r, cl->queries);
-    cell_u64(r, cl->bytes_recv);
+    cell_u64(r, cl->conn.bytes_in);
     cell_u64(r, cl->bytes_sent);
     if (cl->txn != 0)
         cell_fmt(r, "%c", cl->txn);
     else
         cell_str(r, NULL);
-    if (cl->park_blocker[0] != '\0')
+    if (cl->park_blocker != NULL)
         cell_fmt(r, "no: %s", cl->park_blocker);
     else if (cl->server != NULL && cl->server->txn != 'I')
         cell_str(r, "no: inside a transaction");

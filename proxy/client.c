@@ -45,11 +45,42 @@ const char *client_state_name(enum client_state s)
     return s <= CLIENT_CLOSING ? state_names[s] : "?";
 }
 
+const char *client_addr_text(const struct client *c, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (c->is_unix) {
+        snprintf(buf, len, "unix");
+        return buf;
+    }
+    if (c->addr.sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &c->addr.in.sin_addr, host, sizeof(host));
+        port = ntohs(c->addr.in.sin_port);
+    } else if (c->addr.sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &c->addr.in6.sin6_addr, host, sizeof(host));
+        port = ntohs(c->addr.in6.sin6_port);
+    }
+    snprintf(buf, len, "%s:%d", host, port);
+    return buf;
+}
+
 const char *client_tag(const struct client *c, char *buf, size_t len)
 {
+    char addr[CLIENT_ADDR_TEXT];
     snprintf(buf, len, "C-%llu %s/%s@%s", (unsigned long long) c->id,
-             c->database ? c->database : "-", c->user ? c->user : "-", c->addr_text);
+             c->database ? c->database : "-", c->user ? c->user : "-",
+             client_addr_text(c, addr, sizeof(addr)));
     return buf;
+}
+
+void client_set_blocker(struct client *c, const char *why)
+{
+    if (why != NULL && why[0] == '\0')
+        why = NULL;
+    if (c->park_blocker == NULL && why == NULL)
+        return;
+    free(c->park_blocker);
+    c->park_blocker = why != NULL ? strndup(why, 127) : NULL; /* NULL out of memory: unknown */
 }
 
 #define CLOG(lvl, c, fmt, ...)                                                                     \
@@ -114,7 +145,6 @@ void client_set_state(struct client *c, enum client_state to)
         c->wait_start_ms = 0;
     }
     c->state = to;
-    c->state_since_ms = proxy_now_ms();
     if (log_enabled(LOG_LVL_DEBUG))
         CLOG(LOG_LVL_DEBUG, c, "%s -> %s", client_state_name(from), client_state_name(to));
 }
@@ -130,11 +160,30 @@ static void arm_timer(struct client *c, int64_t ms)
 
 /* ---- output of pgtide's own messages ---------------------------------------------------- */
 
+struct pkt_builder *client_out(struct client *c)
+{
+    static struct pkt_builder oom = {.failed = true}; /* puts into it are no-ops */
+    if (c->out == NULL && (c->out = calloc(1, sizeof(*c->out))) == NULL)
+        return &oom;
+    if (c->out->b.buf == NULL)
+        pkt_builder_init_dyn(&c->out->b, 1024);
+    return &c->out->b;
+}
+
 static struct pkt_builder *outb(struct client *c)
 {
-    if (c->out_builder.buf == NULL)
-        pkt_builder_init_dyn(&c->out_builder, 1024);
-    return &c->out_builder;
+    return client_out(c);
+}
+
+/* pgtide's own messages are rare (login, errors, pooling's own answers): an idle client keeps
+   no memory for them */
+static void out_free(struct client *c)
+{
+    if (c->out == NULL)
+        return;
+    pkt_builder_free(&c->out->b);
+    free(c->out);
+    c->out = NULL;
 }
 
 int client_queue(struct client *c, const void *data, size_t len)
@@ -160,11 +209,11 @@ static void auth_free(struct client *c)
 /* Writes what is queued. Returns true when nothing is left. */
 static bool flush_out(struct client *c)
 {
-    struct pkt_builder *b = &c->out_builder;
-    while (b->buf != NULL && c->out_off < b->len) {
-        ssize_t n = sock_write(&c->conn.sock, b->buf + c->out_off, b->len - c->out_off);
+    struct client_out *o = c->out;
+    while (o != NULL && o->b.buf != NULL && o->off < o->b.len) {
+        ssize_t n = sock_write(&c->conn.sock, o->b.buf + o->off, o->b.len - o->off);
         if (n > 0) {
-            c->out_off += (size_t) n;
+            o->off += (size_t) n;
             c->bytes_sent += (uint64_t) n;
             continue;
         }
@@ -176,13 +225,7 @@ static bool flush_out(struct client *c)
         client_close(c, "write error");
         return false;
     }
-    if (b->buf != NULL) {
-        /* pgtide's own messages are rare (login, errors, pooling's own answers): an idle
-           client keeps no memory for them */
-        pkt_builder_free(b);
-        memset(b, 0, sizeof(*b));
-        c->out_off = 0;
-    }
+    out_free(c);
     if (c->close_pending)
         client_close(c, c->close_reason ? c->close_reason : "closed");
     return true;
@@ -254,23 +297,22 @@ static void finish_close(struct client *c)
     list_del(&c->node);
     p->nclients--;
     relay_conn_close(&c->conn);
-    if (c->out_builder.buf != NULL)
-        pkt_builder_free(&c->out_builder);
-    memset(&c->out_builder, 0, sizeof(c->out_builder));
+    out_free(c);
     /* freed at the end of this loop iteration: callers up the stack may still hold c */
     list_add_tail(&p->dead_clients, &c->node);
 }
 
 void client_free(struct client *c)
 {
-    txn_param_free(&c->params, &c->nparams, &c->params_cap);
-    txn_param_free(&c->opts, &c->nopts, &c->opts_cap);
+    txn_pset_put(c->proxy, c->params);
+    txn_pset_put(c->proxy, c->opts);
     txn_client_free(c);
-    free(c->user);
-    free(c->database);
+    txn_str_put(c->proxy, c->user);
+    txn_str_put(c->proxy, c->database);
     auth_free(c);
     free(c->custom);
-    free(c->lost_msg);
+    free(c->park_blocker);
+    free(c->lost);
     free(c);
 }
 
@@ -288,7 +330,7 @@ static void count_request(struct client *c, uint8_t t)
     if ((t == 'Q' || t == 'S' || t == 'F') && c->server != NULL) {
         if (c->server->in_flight++ == 0)
             c->request_ms = proxy_now_ms();
-        c->park_blocker[0] = '\0'; /* whatever held the session may be gone: check again */
+        client_set_blocker(c, NULL); /* whatever held the session may be gone: check again */
     }
 }
 
@@ -403,9 +445,15 @@ void client_pump(struct client *c)
 
 static void send_welcome(struct client *c, struct server *s);
 
+/* Startup parameters while they are collected; then kept as shared lists (txn_pset). */
+struct startup_lists {
+    struct client_param *rep, *set; /* reported by servers; settings servers do not report */
+    int nrep, rep_cap, nset, set_cap;
+};
+
 /* Splits the options startup parameter ("-c name=value", "--name=value", backslash-escaped
    spaces) into settings. */
-static int parse_options(struct client *c, const char *opts)
+static int parse_options(struct startup_lists *l, const char *opts)
 {
     char item[1024];
     const char *q = opts;
@@ -435,7 +483,7 @@ static int parse_options(struct client *c, const char *opts)
         for (char *d = kv; *d != '\0'; d++)
             if (*d == '-')
                 *d = '_';
-        int rc = txn_param_put(&c->opts, &c->nopts, &c->opts_cap, kv, eq + 1);
+        int rc = txn_param_put(&l->set, &l->nset, &l->set_cap, kv, eq + 1);
         if (rc != 0)
             return rc;
     }
@@ -443,33 +491,29 @@ static int parse_options(struct client *c, const char *opts)
 }
 
 /* options=-c pgtide.route=replica|primary is pgtide's, not the server's: take it out. */
-static int take_route(struct client *c)
+static int take_route(struct client *c, struct startup_lists *l)
 {
-    for (int i = 0; i < c->nopts; i++) {
-        if (strcmp(c->opts[i].name, "pgtide.route") != 0)
+    for (int i = 0; i < l->nset; i++) {
+        if (strcmp(l->set[i].name, "pgtide.route") != 0)
             continue;
-        if (strcmp(c->opts[i].value, "replica") == 0)
+        if (strcmp(l->set[i].value, "replica") == 0)
             c->reader = true;
-        else if (strcmp(c->opts[i].value, "primary") == 0)
+        else if (strcmp(l->set[i].value, "primary") == 0)
             c->reader = false;
         else
             return -2;
-        free(c->opts[i].name);
-        free(c->opts[i].value);
-        c->opts[i] = c->opts[--c->nopts];
+        free(l->set[i].name);
+        free(l->set[i].value);
+        l->set[i] = l->set[--l->nset];
         return 0;
     }
     return 0;
 }
 
-/* Keeps the startup parameters: reported ones (application_name, TimeZone, ...) in params,
-   settings servers do not report (options=-c ..., any other name) in opts. */
-static int copy_startup(struct client *c, const struct pkt_startup *st)
+/* Sorts the startup parameters: reported ones (application_name, TimeZone, ...) in l->rep,
+   settings servers do not report (options=-c ..., any other name) in l->set. */
+static int collect_startup(struct client *c, const struct pkt_startup *st, struct startup_lists *l)
 {
-    c->user = strdup(st->user);
-    c->database = strdup(st->database ? st->database : st->user);
-    if (c->user == NULL || c->database == NULL)
-        return -1;
     for (int i = 0; i < st->nparams; i++) {
         const char *n = st->params[i].name, *v = st->params[i].value;
         int rc = 0;
@@ -477,17 +521,35 @@ static int copy_startup(struct client *c, const struct pkt_startup *st)
             !strncmp(n, "_pq_.", 5))
             continue;
         if (!strcmp(n, "options")) {
-            rc = parse_options(c, v);
+            rc = parse_options(l, v);
             if (rc == 0)
-                rc = take_route(c);
+                rc = take_route(c, l);
         } else if (txn_param_is_reported(n))
-            rc = txn_param_put(&c->params, &c->nparams, &c->params_cap, n, v);
+            rc = txn_param_put(&l->rep, &l->nrep, &l->rep_cap, n, v);
         else
-            rc = txn_param_put(&c->opts, &c->nopts, &c->opts_cap, n, v);
+            rc = txn_param_put(&l->set, &l->nset, &l->set_cap, n, v);
         if (rc != 0)
             return rc;
     }
     return 0;
+}
+
+/* Keeps the user and database names and the startup parameters (shared copies: clients of a
+   pool mostly send the same): reported ones in params, settings in opts. */
+static int copy_startup(struct client *c, const struct pkt_startup *st)
+{
+    c->user = txn_str_get(c->proxy, st->user);
+    c->database = txn_str_get(c->proxy, st->database ? st->database : st->user);
+    if (c->user == NULL || c->database == NULL)
+        return -1;
+    struct startup_lists l = {0};
+    int rc = collect_startup(c, st, &l);
+    if (rc == 0 && (txn_pset_set(c->proxy, &c->params, l.rep, l.nrep) != 0 ||
+                    txn_pset_set(c->proxy, &c->opts, l.set, l.nset) != 0))
+        rc = -1;
+    txn_param_free(&l.rep, &l.nrep, &l.rep_cap);
+    txn_param_free(&l.set, &l.nset, &l.set_cap);
+    return rc;
 }
 
 static int pick_method(struct client *c)
@@ -515,12 +577,15 @@ static void begin_auth(struct client *c)
     case HBA_TRUST:
         auth_ok(c);
         return;
-    case HBA_REJECT:
+    case HBA_REJECT: {
+        char addr[CLIENT_ADDR_TEXT];
         client_fatal(c, "28000",
                      "pgtide: no authentication rule allows host \"%s\", user \"%s\", "
                      "database \"%s\"%s",
-                     c->addr_text, c->user, c->database, c->is_tls ? ", TLS on" : "");
+                     client_addr_text(c, addr, sizeof(addr)), c->user, c->database,
+                     c->is_tls ? ", TLS on" : "");
         return;
+    }
     case HBA_CERT: {
         char cn[256];
         if (!c->is_tls || tls_peer_cn(c->conn.sock.ssl, cn, sizeof(cn)) != 0 ||
@@ -837,7 +902,6 @@ static void handle_startup_message(struct client *c, const struct pkt_startup *s
         return;
     }
     int rc = copy_startup(c, st);
-    txn_client_settings_known(c);
     if (rc != 0) {
         client_fatal(c, rc == -2 ? "08P01" : "53200",
                      rc == -2 ? "invalid startup parameters (too many, or a malformed options "
@@ -1029,7 +1093,6 @@ static void read_step(struct client *c)
         return;
     }
     if (n > 0) {
-        c->bytes_recv += (uint64_t) n;
         c->proxy->stats.bytes_recv += (uint64_t) n;
         if (c->pool != NULL)
             c->pool->bytes_recv += (uint64_t) n;
@@ -1056,9 +1119,8 @@ static void read_step(struct client *c)
             client_close(c, "client terminated");
             break;
         }
-        if (c->lost_code[0] != '\0') {
-            client_fatal(c, c->lost_code, "%s",
-                         c->lost_msg ? c->lost_msg : "server connection lost");
+        if (c->lost != NULL) {
+            client_fatal(c, c->lost, "%s", c->lost + strlen(c->lost) + 1);
             break;
         }
         /* it speaks: a server (with a parked session's snapshot replayed), then its message */
@@ -1132,26 +1194,6 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- public ----------------------------------------------------------------------------- */
 
-static void format_addr(struct client *c, const struct sockaddr *sa)
-{
-    if (c->is_unix) {
-        snprintf(c->addr_text, sizeof(c->addr_text), "unix");
-        return;
-    }
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *) sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-    }
-    snprintf(c->addr_text, sizeof(c->addr_text), "%s:%d", host, port);
-}
-
 struct client *client_accept(struct proxy *p, struct listener *l, int fd,
                              const struct sockaddr *addr, socklen_t alen)
 {
@@ -1170,13 +1212,12 @@ struct client *client_accept(struct proxy *p, struct listener *l, int fd,
     c->txn = 'I';
     if (alen > 0 && (size_t) alen <= sizeof(c->addr))
         memcpy(&c->addr, addr, (size_t) alen);
-    format_addr(c, addr);
     relay_conn_init(&c->conn, fd);
     list_init(&c->wait_node);
     list_add_tail(&p->clients, &c->node);
     p->nclients++;
     p->stats.clients_total++;
-    c->connect_ms = c->state_since_ms = proxy_now_ms();
+    c->connect_ms = proxy_now_ms();
     ev_io_init(&c->conn.rio, on_read, fd, EV_READ);
     ev_io_init(&c->conn.wio, on_write, fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0.0, 0.0);
@@ -1225,10 +1266,12 @@ bool client_reroute(struct client *c)
 static void send_welcome(struct client *c, struct server *s)
 {
     struct pkt_builder *b = outb(c);
+    struct client_param seen[SERVER_MAX_PARAMS];
     for (int i = 0; i < s->nparams; i++) {
         pkt_write_param_status(b, s->params[i].name, s->params[i].value);
-        txn_client_saw_param(c, s->params[i].name, s->params[i].value);
+        seen[i] = (struct client_param){s->params[i].name, s->params[i].value};
     }
+    txn_client_saw_params(c, seen, s->nparams);
     pkt_write_backend_key(b, c->cancel_pid, c->cancel_key);
     pkt_write_ready(b, 'I');
     c->welcomed = true;
@@ -1242,8 +1285,9 @@ static bool welcome_from_pool(struct client *c)
     struct pool *pool = c->pool;
     if (pool->pool_mode == POOL_SESSION || pool->nparams == 0)
         return false;
-    for (int i = 0; i < c->nparams; i++) {
-        const char *n = c->params[i].name, *v = c->params[i].value;
+    const struct client_param *cp = txn_pset_items(c->params);
+    for (int i = 0; i < txn_pset_len(c->params); i++) {
+        const char *n = cp[i].name, *v = cp[i].value;
         if (!strcmp(n, "application_name"))
             continue;
         bool same = false;
@@ -1254,15 +1298,17 @@ static bool welcome_from_pool(struct client *c)
     }
     struct pkt_builder *b = outb(c);
     const char *app = "";
-    for (int i = 0; i < c->nparams; i++)
-        if (!strcmp(c->params[i].name, "application_name"))
-            app = c->params[i].value;
+    for (int i = 0; i < txn_pset_len(c->params); i++)
+        if (!strcmp(cp[i].name, "application_name"))
+            app = cp[i].value;
+    struct client_param seen[sizeof(pool->params) / sizeof(pool->params[0])];
     for (int k = 0; k < pool->nparams; k++) {
-        const char *n = pool->params[k].name;
+        char *n = pool->params[k].name;
         const char *v = strcmp(n, "application_name") == 0 ? app : pool->params[k].value;
         pkt_write_param_status(b, n, v);
-        txn_client_saw_param(c, n, v);
+        seen[k] = (struct client_param){n, (char *) v};
     }
+    txn_client_saw_params(c, seen, pool->nparams);
     pkt_write_backend_key(b, c->cancel_pid, c->cancel_key);
     pkt_write_ready(b, 'I');
     c->welcomed = true;
@@ -1297,9 +1343,16 @@ void client_server_lost(struct client *c, const char *sqlstate, const char *msg,
     if (idle && c->state == CLIENT_ACTIVE && !c->close_pending && !relay_has_pending(&c->conn)) {
         /* an error sent now would be lost: an idle libpq reads nothing, and its next write
            meets a closed socket. Keep the connection and answer its next message with it. */
-        snprintf(c->lost_code, sizeof(c->lost_code), "%s", sqlstate);
-        free(c->lost_msg);
-        c->lost_msg = strdup(msg);
+        size_t lc = strlen(sqlstate) + 1, lm = strlen(msg) + 1;
+        char *lost = malloc(lc + lm);
+        if (lost == NULL) {
+            client_fatal(c, sqlstate, "%s", msg); /* out of memory: told now, or never */
+            return;
+        }
+        memcpy(lost, sqlstate, lc);
+        memcpy(lost + lc, msg, lm);
+        free(c->lost);
+        c->lost = lost;
         client_set_state(c, CLIENT_IDLE);
         relay_read_on(c->proxy->loop, &c->conn, true);
         CLOG(LOG_LVL_INFO, c, "server lost while idle: %s (told at its next message)", msg);

@@ -58,8 +58,7 @@ static bool snapshot_candidate(const struct client *c)
     const struct server *s = c->server;
     return c->state == CLIENT_ACTIVE && !c->close_pending && s != NULL &&
            s->state == SERVER_ACTIVE && s->in_flight == 0 && s->txn == 'I' &&
-           !relay_has_pending(&c->conn) && !relay_has_pending(&s->conn) &&
-           c->out_off >= c->out_builder.len;
+           !relay_has_pending(&c->conn) && !relay_has_pending(&s->conn) && !client_out_pending(c);
 }
 
 static void suspend_now(struct proxy *p)
@@ -131,7 +130,7 @@ void park_row(struct server *s, const uint8_t *body, uint32_t blen)
     if (cols[0] == NULL || cols[1] == NULL)
         goto bad;
     if (cols[0][0] == 'x') {
-        snprintf(c->park_blocker, sizeof(c->park_blocker), "%s", cols[1]);
+        client_set_blocker(c, cols[1]);
         goto bad;
     }
     struct park_item *item = calloc(1, sizeof(*item));
@@ -165,14 +164,13 @@ static void answer_waiter(struct proxy *p)
         struct client *a = container_of(it, struct client, node);
         if (a->id != id || a->state != CLIENT_ADMIN)
             continue;
-        if (a->out_builder.buf == NULL)
-            pkt_builder_init_dyn(&a->out_builder, 256);
+        struct pkt_builder *ob = client_out(a);
         if (p->park_failed) {
-            pkt_write_error(&a->out_builder, "ERROR", "55000", p->park_reason, NULL, NULL);
+            pkt_write_error(ob, "ERROR", "55000", p->park_reason, NULL, NULL);
         } else {
-            pkt_write_command_complete(&a->out_builder, "SUSPEND");
+            pkt_write_command_complete(ob, "SUSPEND");
         }
-        pkt_write_ready(&a->out_builder, 'I');
+        pkt_write_ready(ob, 'I');
         client_flush_out(a);
         client_pump_admin(a);
         return;
@@ -186,16 +184,19 @@ void park_done(struct server *s, const char *error)
     struct client *c = s->client;
     if (p->parking > 0)
         p->parking--;
-    bool keep = error != NULL || c == NULL || c->park_blocker[0] != '\0' ||
+    bool keep = error != NULL || c == NULL || c->park_blocker != NULL ||
                 relay_has_pending(&c->conn) || c->close_pending;
-    if (error != NULL && c != NULL)
-        snprintf(c->park_blocker, sizeof(c->park_blocker), "snapshot failed: %.90s", error);
+    if (error != NULL && c != NULL) {
+        char why[128];
+        snprintf(why, sizeof(why), "snapshot failed: %.90s", error);
+        client_set_blocker(c, why);
+    }
     if (keep) {
         /* back to relaying; whatever the client sent meanwhile goes through now */
         if (c != NULL)
             park_clear(c);
         p->park_failed = true;
-        if (c != NULL && c->park_blocker[0] != '\0')
+        if (c != NULL && c->park_blocker != NULL)
             snprintf(p->park_reason, sizeof(p->park_reason),
                      "cannot suspend: client C-%llu cannot be parked: %s",
                      (unsigned long long) c->id, c->park_blocker);
@@ -205,7 +206,7 @@ void park_done(struct server *s, const char *error)
         server_set_state(s, SERVER_ACTIVE);
         if (c != NULL) {
             char tag[160];
-            if (c->park_blocker[0] != '\0')
+            if (c->park_blocker != NULL)
                 log_info("%s cannot be parked: %s; the compute stays up",
                          client_tag(c, tag, sizeof(tag)), c->park_blocker);
             client_pump(c);

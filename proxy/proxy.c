@@ -380,7 +380,7 @@ static void measure(struct proxy *p, int *active, int *unparkable)
         if (s->in_flight > 0 || s->txn != 'I' ||
             (s->state != SERVER_ACTIVE && s->state != SERVER_PARK))
             (*active)++;
-        else if (c->park_blocker[0] != '\0')
+        else if (c->park_blocker != NULL)
             (*unparkable)++; /* known since its last request: not parkable */
     }
 }

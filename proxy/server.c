@@ -577,7 +577,7 @@ void server_pump(struct server *s)
     bool txn = c->pool_mode != POOL_SESSION;
     enum relay_status st;
     for (;;) {
-        if (c->out_off < c->out_builder.len) {
+        if (client_out_pending(c)) {
             /* pgtide's own bytes to the client go first */
             relay_read_on(p->loop, &s->conn, false);
             client_want_write(c);
@@ -957,7 +957,7 @@ void server_snapshot(struct server *s)
 {
     if (s->state != SERVER_ACTIVE || s->client == NULL)
         return;
-    s->client->park_blocker[0] = '\0';
+    client_set_blocker(s->client, NULL);
     park_clear(s->client);
     server_set_state(s, SERVER_PARK);
     struct pkt_builder *o = server_out(s);

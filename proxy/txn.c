@@ -245,9 +245,8 @@ void txn_client_free(struct client *c)
     names_clear(&c->names);
     free(c->names.buckets);
     c->names.buckets = NULL;
-    free(c->ps); /* its strings are interned */
+    txn_pset_put(c->proxy, c->ps);
     c->ps = NULL;
-    c->nps = c->ps_cap = 0;
 }
 
 /* ---- a server's prepared set (LRU) -------------------------------------------------------- */
@@ -958,7 +957,7 @@ bool txn_after_server_pump(struct server *s)
     }
     if (s->q.count == 0 && s->txn == 'I' && !relay_has_pending(&s->conn) &&
         !relay_has_pending(&c->conn) && c->copy_left == 0 && s->out_off >= s->out_builder.len &&
-        c->out_off >= c->out_builder.len && c->state == CLIENT_ACTIVE) {
+        !client_out_pending(c) && c->state == CLIENT_ACTIVE) {
         server_detach(s);
         return true;
     }
@@ -1059,96 +1058,222 @@ static uint64_t opts_sig(const struct client_param *arr, int n)
     return sig;
 }
 
-void txn_client_settings_known(struct client *c)
-{
-    c->opts_sig = opts_sig(c->opts, c->nopts);
-}
-
-/* Parameter names and values are few and shared by most clients: each is kept once for the
-   proxy's life, and a client's view of its parameters holds pointers to these copies. */
+/* Parameter lists and user/database names are few and shared by most clients: each distinct one
+   is kept once (a txn_pset, counted by reference) in a hash table, and freed with its last
+   reference, so that values a client chose (application_name) do not pile up. */
 struct txn_intern {
-    char **slots;
-    uint32_t cap, count;
+    struct txn_pset **buckets;
+    uint32_t nbuckets, count;
 };
 
-static const char *intern(struct proxy *p, const char *s)
+/* What a lookup compares: a list (n >= 0) or a string s (n == -1). */
+struct intern_key {
+    const struct client_param *e;
+    int n;
+    const char *s;
+};
+
+static uint64_t key_hash(const struct intern_key *k)
+{
+    uint64_t h = fnv(&k->n, sizeof(k->n), 14695981039346656037ull);
+    if (k->n < 0)
+        return fnv(k->s, strlen(k->s), h);
+    for (int i = 0; i < k->n; i++) {
+        h = fnv(k->e[i].name, strlen(k->e[i].name) + 1, h);
+        h = fnv(k->e[i].value, strlen(k->e[i].value) + 1, h);
+    }
+    return h;
+}
+
+static bool key_equal(const struct txn_pset *ps, uint64_t h, const struct intern_key *k)
+{
+    if (ps->hash != h || ps->n != k->n)
+        return false;
+    if (k->n < 0)
+        return strcmp((const char *) ps->e, k->s) == 0;
+    for (int i = 0; i < k->n; i++)
+        if (strcmp(ps->e[i].name, k->e[i].name) != 0 || strcmp(ps->e[i].value, k->e[i].value) != 0)
+            return false;
+    return true;
+}
+
+/* A new entry holding a copy of k (refs 0). */
+static struct txn_pset *key_copy(const struct intern_key *k, uint64_t h)
+{
+    size_t bytes = 0;
+    if (k->n < 0)
+        bytes = strlen(k->s) + 1;
+    for (int i = 0; i < k->n; i++)
+        bytes += strlen(k->e[i].name) + strlen(k->e[i].value) + 2;
+    size_t head = sizeof(struct txn_pset) + (k->n > 0 ? (size_t) k->n : 0) * sizeof(k->e[0]);
+    struct txn_pset *ps = malloc(head + bytes);
+    if (ps == NULL)
+        return NULL;
+    ps->next = NULL;
+    ps->hash = h;
+    ps->refs = 0;
+    ps->n = k->n;
+    ps->sig = ps->sig_all = 0;
+    for (int i = 0; i < k->n; i++)
+        ps->sig ^= txn_param_sig(k->e[i].name, k->e[i].value);
+    if (k->n > 0)
+        ps->sig_all = opts_sig(k->e, k->n);
+    char *d = (char *) ps + head;
+    if (k->n < 0)
+        memcpy(d, k->s, bytes);
+    for (int i = 0; i < k->n; i++) {
+        size_t ln = strlen(k->e[i].name) + 1, lv = strlen(k->e[i].value) + 1;
+        ps->e[i].name = memcpy(d, k->e[i].name, ln);
+        ps->e[i].value = memcpy(d + ln, k->e[i].value, lv);
+        d += ln + lv;
+    }
+    return ps;
+}
+
+static bool intern_grow(struct txn_intern *t)
+{
+    uint32_t nb = t->nbuckets ? t->nbuckets * 2 : 64;
+    struct txn_pset **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return t->nbuckets > 0; /* a full table still works, only slower */
+    for (uint32_t i = 0; i < t->nbuckets; i++) {
+        for (struct txn_pset *ps = t->buckets[i], *next; ps != NULL; ps = next) {
+            next = ps->next;
+            ps->next = b[ps->hash & (nb - 1)];
+            b[ps->hash & (nb - 1)] = ps;
+        }
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = nb;
+    return true;
+}
+
+/* The shared entry equal to k, with one more reference; NULL when out of memory. */
+static struct txn_pset *intern_ref(struct proxy *p, const struct intern_key *k)
 {
     struct txn_intern *t = p->interned;
     if (t == NULL) {
-        t = calloc(1, sizeof(*t));
-        if (t == NULL)
+        if ((t = calloc(1, sizeof(*t))) == NULL)
             return NULL;
         p->interned = t;
     }
-    if (t->count * 2 >= t->cap) {
-        uint32_t cap = t->cap ? t->cap * 2 : 256;
-        char **slots = calloc(cap, sizeof(*slots));
-        if (slots == NULL)
-            return NULL;
-        for (uint32_t i = 0; i < t->cap; i++) {
-            if (t->slots[i] == NULL)
-                continue;
-            uint32_t h = (uint32_t) fnv(t->slots[i], strlen(t->slots[i]), 14695981039346656037ull);
-            while (slots[h & (cap - 1)] != NULL)
-                h++;
-            slots[h & (cap - 1)] = t->slots[i];
+    if ((t->count >= t->nbuckets && !intern_grow(t)))
+        return NULL;
+    uint64_t h = key_hash(k);
+    struct txn_pset **slot = &t->buckets[h & (t->nbuckets - 1)];
+    for (struct txn_pset *ps = *slot; ps != NULL; ps = ps->next) {
+        if (key_equal(ps, h, k)) {
+            ps->refs++;
+            return ps;
         }
-        free(t->slots);
-        t->slots = slots;
-        t->cap = cap;
     }
-    uint32_t h = (uint32_t) fnv(s, strlen(s), 14695981039346656037ull);
-    for (;; h++) {
-        char **slot = &t->slots[h & (t->cap - 1)];
-        if (*slot == NULL) {
-            *slot = strdup(s);
-            if (*slot != NULL)
-                t->count++;
-            return *slot;
+    struct txn_pset *ps = key_copy(k, h);
+    if (ps == NULL)
+        return NULL;
+    ps->refs = 1;
+    ps->next = *slot;
+    *slot = ps;
+    t->count++;
+    return ps;
+}
+
+static void intern_unref(struct proxy *p, struct txn_pset *ps)
+{
+    if (ps == NULL || --ps->refs > 0)
+        return;
+    struct txn_intern *t = p->interned;
+    for (struct txn_pset **pp = &t->buckets[ps->hash & (t->nbuckets - 1)]; *pp != NULL;
+         pp = &(*pp)->next) {
+        if (*pp == ps) {
+            *pp = ps->next;
+            break;
         }
-        if (strcmp(*slot, s) == 0)
-            return *slot;
     }
+    t->count--;
+    free(ps);
+}
+
+int txn_pset_set(struct proxy *p, const struct txn_pset **slot, const struct client_param *e, int n)
+{
+    struct txn_pset *ps = NULL;
+    if (n > 0) {
+        struct intern_key k = {e, n, NULL};
+        if ((ps = intern_ref(p, &k)) == NULL)
+            return -1;
+    }
+    txn_pset_put(p, *slot);
+    *slot = ps;
+    return 0;
+}
+
+void txn_pset_put(struct proxy *p, const struct txn_pset *ps)
+{
+    intern_unref(p, (struct txn_pset *) ps);
+}
+
+const char *txn_str_get(struct proxy *p, const char *s)
+{
+    struct intern_key k = {NULL, -1, s};
+    struct txn_pset *ps = intern_ref(p, &k);
+    return ps != NULL ? (const char *) ps->e : NULL;
+}
+
+void txn_str_put(struct proxy *p, const char *s)
+{
+    if (s != NULL)
+        intern_unref(p, container_of(s, struct txn_pset, e));
+}
+
+uint32_t txn_intern_count(const struct proxy *p)
+{
+    return p->interned != NULL ? p->interned->count : 0;
 }
 
 void txn_intern_free(struct txn_intern *t)
 {
     if (t == NULL)
         return;
-    for (uint32_t i = 0; i < t->cap; i++)
-        free(t->slots[i]);
-    free(t->slots);
+    for (uint32_t i = 0; i < t->nbuckets; i++) {
+        for (struct txn_pset *ps = t->buckets[i], *next; ps != NULL; ps = next) {
+            next = ps->next;
+            free(ps);
+        }
+    }
+    free(t->buckets);
     free(t);
+}
+
+void txn_client_saw_params(struct client *c, const struct client_param *in, int nin)
+{
+    struct client_param e[CLIENT_MAX_PARAMS];
+    int n = txn_pset_len(c->ps);
+    if (n > 0)
+        memcpy(e, c->ps->e, (size_t) n * sizeof(e[0]));
+    bool changed = false;
+    for (int k = 0; k < nin; k++) {
+        const char *name = in[k].name, *value = in[k].value;
+        int i = 0;
+        while (i < n && strcmp(e[i].name, name) != 0)
+            i++;
+        if (i < n && strcmp(e[i].value, value) == 0)
+            continue;
+        if (i == n && n >= CLIENT_MAX_PARAMS)
+            continue;
+        e[i].name = (char *) name;
+        e[i].value = (char *) value;
+        n += i == n;
+        changed = true;
+    }
+    /* out of memory: the client's view stays as it was, as with any lost update */
+    if (changed)
+        (void) txn_pset_set(c->proxy, &c->ps, e, n);
 }
 
 void txn_client_saw_param(struct client *c, const char *name, const char *value)
 {
-    const char *v = intern(c->proxy, value);
-    if (v == NULL)
-        return;
-    for (int i = 0; i < c->nps; i++)
-        if (strcmp(c->ps[i].name, name) == 0) {
-            if (c->ps[i].value == v)
-                return;
-            c->ps_sig ^= txn_param_sig(name, c->ps[i].value) ^ txn_param_sig(name, v);
-            c->ps[i].value = (char *) v;
-            return;
-        }
-    const char *n = intern(c->proxy, name);
-    if (n == NULL || c->nps >= CLIENT_MAX_PARAMS)
-        return;
-    if (c->nps == c->ps_cap) {
-        int cap = c->ps_cap ? c->ps_cap * 2 : 16;
-        struct client_param *arr = realloc(c->ps, (size_t) cap * sizeof(*arr));
-        if (arr == NULL)
-            return;
-        c->ps = arr;
-        c->ps_cap = cap;
-    }
-    c->ps[c->nps].name = (char *) n;
-    c->ps[c->nps].value = (char *) v;
-    c->nps++;
-    c->ps_sig ^= txn_param_sig(name, v);
+    struct client_param e = {(char *) name, (char *) value};
+    txn_client_saw_params(c, &e, 1);
 }
 
 static const char *find(const struct client_param *arr, int n, const char *name)
@@ -1161,7 +1286,8 @@ static const char *find(const struct client_param *arr, int n, const char *name)
 
 bool txn_params_in_step(const struct client *c, const struct server *s)
 {
-    return c->welcomed && c->ps_sig == s->ps_sig && c->opts_sig == s->applied_sig;
+    return c->welcomed && txn_pset_sig(c->ps, false) == s->ps_sig &&
+           txn_pset_sig(c->opts, true) == s->applied_sig;
 }
 
 int txn_param_sync(const struct client *c, const struct server *s, struct pkt_builder *q)
@@ -1170,8 +1296,9 @@ int txn_param_sync(const struct client *c, const struct server *s, struct pkt_bu
     if (txn_params_in_step(c, s))
         return 0; /* the usual case: the server already looks as this client expects */
     /* reported parameters: what the client has seen (or asked for at startup) */
-    const struct client_param *src = c->welcomed ? c->ps : c->params;
-    int nsrc = c->welcomed ? c->nps : c->nparams;
+    const struct txn_pset *from = c->welcomed ? c->ps : c->params;
+    const struct client_param *src = txn_pset_items(from), *opts = txn_pset_items(c->opts);
+    int nsrc = txn_pset_len(from), nopts = txn_pset_len(c->opts);
     for (int i = 0; i < nsrc; i++) {
         const char *name = src[i].name, *value = src[i].value;
         if (!txn_param_is_reported(name) || not_settable(name))
@@ -1186,18 +1313,18 @@ int txn_param_sync(const struct client *c, const struct server *s, struct pkt_bu
     }
     /* startup settings: reset what another client left, set this client's */
     for (int i = 0; i < s->napplied; i++) {
-        if (find(c->opts, c->nopts, s->applied[i].name) == NULL) {
+        if (find(opts, nopts, s->applied[i].name) == NULL) {
             pkt_put_bytes(q, "RESET \"", 7);
             pkt_put_bytes(q, s->applied[i].name, strlen(s->applied[i].name));
             pkt_put_bytes(q, "\"; ", 3);
             n++;
         }
     }
-    for (int i = 0; i < c->nopts; i++) {
-        const char *cur = find(s->applied, s->napplied, c->opts[i].name);
-        if (cur != NULL && strcmp(cur, c->opts[i].value) == 0)
+    for (int i = 0; i < nopts; i++) {
+        const char *cur = find(s->applied, s->napplied, opts[i].name);
+        if (cur != NULL && strcmp(cur, opts[i].value) == 0)
             continue;
-        server_append_set(q, c->opts[i].name, c->opts[i].value);
+        server_append_set(q, opts[i].name, opts[i].value);
         n++;
     }
     return n;
@@ -1210,8 +1337,9 @@ void txn_settings_applied(struct server *s, const struct client *c)
         free(s->applied[i].value);
     }
     s->napplied = 0;
-    for (int i = 0; i < c->nopts; i++)
-        (void) txn_param_put(&s->applied, &s->napplied, &s->applied_cap, c->opts[i].name,
-                             c->opts[i].value);
+    const struct client_param *opts = txn_pset_items(c->opts);
+    for (int i = 0; i < txn_pset_len(c->opts); i++)
+        (void) txn_param_put(&s->applied, &s->napplied, &s->applied_cap, opts[i].name,
+                             opts[i].value);
     s->applied_sig = opts_sig(s->applied, s->napplied);
 }

@@ -18,6 +18,7 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "pgtide/list.h"
@@ -62,64 +63,73 @@ struct client_auth {
 #define CLIENT_MAX_PARAMS 32
 #define CLIENT_MAX_CUSTOM 16
 
+/* pgtide's own messages to a client (login, errors, the console's results), written before
+   relayed bytes: allocated when one is queued, freed once all is written. */
+struct client_out {
+    struct pkt_builder b;
+    size_t off; /* bytes already written */
+};
+
+/* A TCP peer's address (a unix-socket peer has none). */
+union client_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+/* What every connected client holds, idle or not: fields needed only while authenticating live
+   in client_auth, buffers are taken only while bytes are in flight, and parameter lists and
+   names are shared with other clients (txn_pset). Keep it within 512 bytes (a jemalloc size
+   class; 10,000 idle clients cost 5 MB): regress/unit/test_idle.c checks the size. */
 struct client {
     struct list_node node;      /* proxy->clients */
     struct list_node wait_node; /* proxy->held or pool->waiting */
     struct proxy *proxy;
     uint64_t id;
-    enum client_state state;
-    struct conn conn;
+    struct conn conn;               /* conn.bytes_in: bytes received */
     ev_timer timer;                 /* authentication_timeout, wake_timeout, query_wait_timeout */
-    struct pkt_builder out_builder; /* pgtide's own messages, written before relayed bytes */
-    size_t out_off;                 /* bytes of out_builder already written */
-    bool close_pending;             /* close once out_builder is written (after a FATAL) */
+    struct client_out *out;         /* pgtide's own messages to it; NULL when none wait */
     struct authdb_req *lookup;      /* pending secret lookup (LOOKUP) */
+    enum client_state state;
+    union client_addr addr; /* its text is made when a log line or SHOW CLIENTS needs it */
 
-    bool is_unix, is_tls;
-    struct sockaddr_storage addr;
-    char addr_text[64];
-
-    char *user, *database;
-    struct client_param *params; /* startup parameters (options split out) */
-    int nparams, params_cap;
-    struct client_param *opts; /* startup settings not reported by servers:
-                                                    options=-c x=y and non-reported names */
-    int nopts, opts_cap;
-    struct client_param *ps; /* reported parameters as the client saw them */
-    int nps, ps_cap;
-    uint64_t ps_sig;        /* txn_param_sig over ps, XORed: equal to a server's = nothing to SET */
-    uint64_t opts_sig;      /* the same over opts */
-    int pool_mode;          /* enum config_pool_mode of its pool */
+    const char *user, *database;   /* shared copies (txn_str_get) */
+    const struct txn_pset *params; /* startup parameters servers report (application_name, ...) */
+    const struct txn_pset *opts;   /* startup settings not reported by servers:
+                                      options=-c x=y and non-reported names */
+    const struct txn_pset *ps;     /* reported parameters as the client saw them */
     struct txn_names names; /* transaction pooling: its prepared statement names */
     uint32_t copy_left;     /* transaction pooling: bytes of a large message still to copy */
-    bool copy_drop;         /* ... and they are dropped, not copied */
-    bool skip_sync;         /* a request failed in pgtide: drop messages up to the Sync */
-
     enum client_auth_step auth_step;
-    int auth_method;          /* enum hba_method */
     struct client_auth *auth; /* only while authenticating: an idle client holds none */
 
     struct pool *pool;
     struct server *server;
-    bool welcomed; /* AuthenticationOk .. ReadyForQuery sent */
-    bool admin;
-    bool reader; /* reader endpoint or options=-c pgtide.route=replica: served by replicas */
-    char txn;    /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
-    bool busy;   /* a request was forwarded and its ReadyForQuery has not come back */
-
     struct park_item *parked; /* snapshot of a parked session (IDLE, and during replay) */
-    char park_blocker[128];   /* why the last snapshot could not park it; "" = parkable */
+    char *park_blocker;       /* why the last snapshot could not park it; NULL = parkable */
     char (*custom)[64];       /* custom settings it SET (not in pg_settings); NULL until one is */
-    int ncustom;
-    char lost_code[6]; /* its server was lost while it waited for nothing: the error */
-    char *lost_msg;    /* it gets at its next message */
+    char *lost;               /* its server was lost while it waited for nothing: the error it
+                                 gets at its next message, "SQLSTATE\0message" */
 
     uint32_t cancel_pid, cancel_key;
     struct client *cancel_next;
 
-    int64_t connect_ms, state_since_ms, request_ms, wait_start_ms;
-    uint64_t queries, bytes_recv, bytes_sent;
+    int64_t connect_ms, request_ms, wait_start_ms;
+    uint64_t queries, bytes_sent;
     const char *close_reason;
+
+    int ncustom;
+    uint8_t auth_method; /* enum hba_method */
+    uint8_t pool_mode;   /* enum config_pool_mode of its pool */
+    bool close_pending;  /* close once out is written (after a FATAL) */
+    bool is_unix, is_tls;
+    bool copy_drop; /* transaction pooling: the rest of a large message is dropped, not copied */
+    bool skip_sync; /* a request failed in pgtide: drop messages up to the Sync */
+    bool welcomed;  /* AuthenticationOk .. ReadyForQuery sent */
+    bool admin;
+    bool reader; /* reader endpoint or options=-c pgtide.route=replica: served by replicas */
+    char txn;    /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
+    bool busy;   /* a request was forwarded and its ReadyForQuery has not come back */
 };
 
 /* Takes an accepted descriptor. Returns NULL (descriptor closed) when out of memory. */
@@ -175,5 +185,23 @@ void client_free(struct client *c);
 const char *client_tag(const struct client *c, char *buf, size_t len);
 
 /* Queues an ErrorResponse or NoticeResponse (not fatal) built by the caller into c->out. */
+/* The peer as "host:port" ("unix" for a unix-socket client) in buf. */
+#define CLIENT_ADDR_TEXT 64
+const char *client_addr_text(const struct client *c, char *buf, size_t len);
+
+/* Records why the last snapshot could not park the session (copied, at most 127 bytes), or
+   that nothing is known to hold it (why NULL or ""). */
+void client_set_blocker(struct client *c, const char *why);
+
+/* The builder of pgtide's own messages to c, made on first use (when out of memory, one marked
+   failed: what is put there is dropped). client_flush_out writes it. */
+struct pkt_builder *client_out(struct client *c);
+
+/* True while pgtide's own messages to c wait to be written. */
+static inline bool client_out_pending(const struct client *c)
+{
+    return c->out != NULL && c->out->off < c->out->b.len;
+}
+
 int client_queue(struct client *c, const void *data, size_t len);
 void client_flush_out(struct client *c);

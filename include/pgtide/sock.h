@@ -11,8 +11,8 @@
 #include <sys/types.h>
 
 struct sock {
-    int fd;
     SSL *ssl;        /* NULL for plain sockets */
+    int fd;          /* after ssl: the struct takes 16 bytes, not 24 */
     bool want_read;  /* last TLS call needs the socket readable */
     bool want_write; /* last TLS call needs the socket writable */
 };

@@ -37,7 +37,53 @@ int txn_param_put(struct client_param **arr, int *n, int *cap, const char *name,
 /* Frees a list's strings and the list. */
 void txn_param_free(struct client_param **arr, int *n, int *cap);
 
+/* A list of parameters kept once per proxy and shared: most clients of a pool send the same
+   startup parameters and see the same ParameterStatus values, so a client holds a counted
+   reference to the one immutable copy. NULL is the empty list. */
+struct txn_pset {
+    struct txn_pset *next; /* the proxy's table (txn_intern) */
+    uint64_t hash;
+    uint64_t sig;     /* txn_param_sig of the entries, XORed: equal to a server's ps_sig = the
+                         reported parameters need no SET */
+    uint64_t sig_all; /* the same over every entry, reported or not (compared to a server's
+                         applied_sig for startup settings) */
+    uint32_t refs;
+    int n;                   /* entries; -1: an interned string (txn_str_get) */
+    struct client_param e[]; /* then the strings */
+};
+
+static inline int txn_pset_len(const struct txn_pset *ps)
+{
+    return ps != NULL ? ps->n : 0;
+}
+
+static inline const struct client_param *txn_pset_items(const struct txn_pset *ps)
+{
+    return ps != NULL ? ps->e : NULL;
+}
+
+static inline uint64_t txn_pset_sig(const struct txn_pset *ps, bool all)
+{
+    return ps == NULL ? 0 : all ? ps->sig_all : ps->sig;
+}
+
 struct proxy;
+/* Makes *slot the shared copy of e[0..n) (NULL when n is 0), releasing what *slot held.
+   Returns 0, or -1 when out of memory (*slot unchanged). */
+int txn_pset_set(struct proxy *p, const struct txn_pset **slot, const struct client_param *e,
+                 int n);
+
+/* Releases a reference (NULL is ignored); the last one frees the list. */
+void txn_pset_put(struct proxy *p, const struct txn_pset *ps);
+
+/* The shared, counted copy of s (user and database names); NULL when out of memory. Release
+   with txn_str_put. */
+const char *txn_str_get(struct proxy *p, const char *s);
+void txn_str_put(struct proxy *p, const char *s);
+
+/* How many shared lists and strings the proxy keeps (each one has a reference). */
+uint32_t txn_intern_count(const struct proxy *p);
+
 struct client;
 struct server;
 struct pkt_builder;
@@ -80,7 +126,7 @@ struct txn_registry;
 void txn_registry_free(struct txn_registry *r);
 
 struct txn_intern;
-/* Frees the proxy-wide table of interned parameter strings. */
+/* Frees the proxy-wide table of shared parameter lists and strings (all released by then). */
 void txn_intern_free(struct txn_intern *t);
 
 /* Client side: moves the client's messages to its server, rewriting statement names,
@@ -115,12 +161,12 @@ void txn_server_free(struct server *s);
 /* Notes a reported parameter the client has now seen. */
 void txn_client_saw_param(struct client *c, const char *name, const char *value);
 
+/* The same for n parameters at once (a welcome): one new shared list, not n. */
+void txn_client_saw_params(struct client *c, const struct client_param *e, int n);
+
 /* A hash of name=value for a parameter pgtide keeps in step between client and server, 0 for
    any other; XORed over a set, equal sets give equal sums (the fast path of txn_param_sync). */
 uint64_t txn_param_sig(const char *name, const char *value);
-
-/* Recomputes c->opts_sig (after its startup settings are known). */
-void txn_client_settings_known(struct client *c);
 
 /* True for parameters a server reports (ParameterStatus) that pgtide keeps in step. */
 bool txn_param_is_reported(const char *name);
