@@ -184,7 +184,6 @@ void client_free(struct client *c);
 /* Log prefix "C-<id> db/user@addr". */
 const char *client_tag(const struct client *c, char *buf, size_t len);
 
-/* Queues an ErrorResponse or NoticeResponse (not fatal) built by the caller into c->out. */
 /* The peer as "host:port" ("unix" for a unix-socket client) in buf. */
 #define CLIENT_ADDR_TEXT 64
 const char *client_addr_text(const struct client *c, char *buf, size_t len);
@@ -203,5 +202,6 @@ static inline bool client_out_pending(const struct client *c)
     return c->out != NULL && c->out->off < c->out->b.len;
 }
 
+/* Queues an ErrorResponse or NoticeResponse (not fatal) built by the caller into c->out. */
 int client_queue(struct client *c, const void *data, size_t len);
 void client_flush_out(struct client *c);
