@@ -764,25 +764,44 @@ static void show_backups(struct client *c)
     rs_end(&rs);
 }
 
+/* ---- answers that come later (BACKUP, SHOW USAGE) -------------------------------------------
+   The asking client waits (admin_waiting: its next messages stay buffered, so answers keep
+   their order); the outcome finds it again by id. */
+
+/* The admin client with this id, if it is still there. */
+static struct client *admin_waiter(struct proxy *p, uint64_t id)
+{
+    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
+        struct client *a = container_of(it, struct client, node);
+        if (a->id == id && a->state == CLIENT_ADMIN && !gone(a))
+            return a;
+    }
+    return NULL;
+}
+
+/* The late answer is written: the client's buffered messages go on. */
+static void admin_resume(struct client *c)
+{
+    c->admin_waiting = false;
+    client_flush_out(c);
+    client_pump_admin(c);
+}
+
 /* The outcome of a BACKUP, for the admin client that asked (if it is still there). */
 static void backup_answered(void *arg, uint64_t token, bool ok, const char *msg)
 {
-    struct proxy *p = arg;
-    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
-        struct client *a = container_of(it, struct client, node);
-        if (a->id != token || a->state != CLIENT_ADMIN || gone(a))
-            continue;
-        if (ok) {
-            char note[160];
-            snprintf(note, sizeof(note), "backup %s is complete", msg);
-            pkt_write_notice(outb(a), "NOTICE", "00000", note, NULL, NULL);
-            answer_done(a, "BACKUP");
-        } else {
-            answer_error(a, "58000", "backup failed: %s", msg);
-        }
-        client_flush_out(a);
+    struct client *a = admin_waiter(arg, token);
+    if (a == NULL)
         return;
+    if (ok) {
+        char note[160];
+        snprintf(note, sizeof(note), "backup %s is complete", msg);
+        pkt_write_notice(outb(a), "NOTICE", "00000", note, NULL, NULL);
+        answer_done(a, "BACKUP");
+    } else {
+        answer_error(a, "58000", "backup failed: %s", msg);
     }
+    admin_resume(a);
 }
 
 static void do_backup(struct client *c)
@@ -794,29 +813,33 @@ static void do_backup(struct client *c)
         return;
     }
     log_action(c, "BACKUP");
-    if (backupctl_request(p->backups, backup_answered, p, c->id, err, sizeof(err)) != 0)
+    c->admin_waiting = true; /* before: a backup that cannot start answers at once */
+    if (backupctl_request(p->backups, backup_answered, p, c->id, err, sizeof(err)) != 0) {
+        c->admin_waiting = false;
         answer_error(c, "53400", "%s", err);
+    }
 }
 
 /* ---- SHOW USAGE (issue 5: usage ledger) --------------------------------------------------- */
 
-/* Usage from the ledger per compute (by = 0 total, 1 hour, 2 day), then a total row. */
-static void show_usage(struct client *c, int by)
+/* The ledger read of a SHOW USAGE is over (account.c's thread): the rows per compute, then a
+   total row, to the admin client that asked (if it is still there). by rides in the token's low
+   bits: 0 total, 1 hour, 2 day. */
+static void usage_answered(void *arg, uint64_t token, struct usage_row *rows, int n,
+                           const char *err)
 {
     static const char *const cols[] = {"period_start", "compute",           "role",
                                        "intervals",    "running_seconds",   "paused_seconds",
                                        "cu_seconds",   "paused_cu_seconds", "billed_cu_seconds"};
-    struct proxy *p = c->proxy;
-    if (p->account == NULL) {
-        answer_error(c, "55000", "usage accounting is not running");
+    struct client *c = admin_waiter(arg, token >> 2);
+    int by = (int) (token & 3);
+    if (c == NULL) {
+        free(rows);
         return;
     }
-    struct usage_row *rows = NULL;
-    char err[256];
-    enum usage_by ub = by == 1 ? USAGE_BY_HOUR : by == 2 ? USAGE_BY_DAY : USAGE_BY_TOTAL;
-    int n = account_usage(p->account, ub, &rows, err, sizeof(err));
     if (n < 0) {
         answer_error(c, "58030", "cannot read the usage ledger: %s", err);
+        admin_resume(c);
         return;
     }
     struct rs rs;
@@ -845,6 +868,26 @@ static void show_usage(struct client *c, int by)
     }
     rs_end(&rs);
     free(rows);
+    admin_resume(c);
+}
+
+/* Usage from the ledger per compute (by = 0 total, 1 hour, 2 day): read off the loop, the
+   client waits (its next messages too) until usage_answered. */
+static void show_usage(struct client *c, int by)
+{
+    struct proxy *p = c->proxy;
+    if (p->account == NULL) {
+        answer_error(c, "55000", "usage accounting is not running");
+        return;
+    }
+    char err[256];
+    enum usage_by ub = by == 1 ? USAGE_BY_HOUR : by == 2 ? USAGE_BY_DAY : USAGE_BY_TOTAL;
+    if (account_usage_start(p->account, ub, usage_answered, p, c->id << 2 | (uint64_t) (by & 3),
+                            err, sizeof(err)) != 0) {
+        answer_error(c, "58030", "cannot read the usage ledger: %s", err);
+        return;
+    }
+    c->admin_waiting = true;
 }
 
 static void do_show(struct client *c, enum admincmd_show what)

@@ -1018,7 +1018,7 @@ void client_pump_admin(struct client *c)
 {
     struct buf *b = c->conn.in;
     while (c->state == CLIENT_ADMIN && !c->close_pending && b != NULL && buf_len(b) > 0 &&
-           c->proxy->suspend_waiter != c->id) {
+           c->proxy->suspend_waiter != c->id && !c->admin_waiting) {
         struct pkt_hdr h;
         enum pkt_status st = pkt_read_hdr(b->data + b->rpos, buf_len(b), BUF_SIZE - 1, &h);
         if (st == PKT_INCOMPLETE)

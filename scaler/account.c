@@ -3,15 +3,18 @@
  * compute (static ones are not billed) gets an entry on its first state change; an entry whose
  * interval is open (from the start of a wake until the process exits) is heartbeaten every
  * ledger_heartbeat by one repeating timer, which runs only while some interval is open. The
- * counters (starts, start durations, suspends, CU-seconds) feed the metrics endpoint. The
- * `pgtide usage` subcommand lives here too: it reads the ledger files read-only and prints
- * usage as CSV, JSON or a table.
+ * counters (starts, start durations, suspends, CU-seconds) feed the metrics endpoint. SHOW
+ * USAGE's ledger reads run on threads of their own (one per request, joined when it answers
+ * through an ev_async), so a long ledger never stalls the event loop. The `pgtide usage`
+ * subcommand lives here too: it reads the ledger files read-only and prints usage as CSV, JSON
+ * or a table.
  */
 #include "pgtide/account.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +32,22 @@ struct entry {
     int64_t accrued_ms;  /* CU-seconds counted up to here */
 };
 
+/* One SHOW USAGE read: the thread owns params/rows/n/err until it signals done_ev; the loop
+   joins it before reading them. */
+struct usage_job {
+    struct account *a;
+    pthread_t thread;
+    ev_async done_ev;
+    struct usage_params params;
+    struct usage_row *rows;
+    int n;
+    char err[256];
+    account_usage_done_fn done;
+    void *arg;
+    uint64_t token;
+    struct usage_job *next;
+};
+
 struct account {
     struct ev_loop *loop;
     struct config *cfg;
@@ -37,7 +56,10 @@ struct account {
     ev_timer heartbeat;
     struct entry e[ACCOUNT_MAX_COMPUTES];
     int n;
+    struct usage_job *jobs; /* SHOW USAGE reads running */
 };
+
+static void job_unlink_free(struct usage_job *j);
 
 static const double start_bounds[ACCOUNT_START_BUCKETS] = ACCOUNT_START_BOUNDS;
 
@@ -151,6 +173,12 @@ void account_free(struct account *a)
         e->open = false;
     }
     ev_timer_stop(a->loop, &a->heartbeat);
+    while (a->jobs != NULL) { /* shutdown: wait for the reads, drop what they found */
+        struct usage_job *j = a->jobs;
+        pthread_join(j->thread, NULL);
+        free(j->rows);
+        job_unlink_free(j);
+    }
     ledger_close(a->ledger);
     config_unref(a->cfg);
     free(a->state_dir);
@@ -302,14 +330,74 @@ static void params_from(const struct config *cfg, struct usage_params *p)
     p->minimum_charge_ms = cfg->usage_minimum_charge;
 }
 
-int account_usage(struct account *a, enum usage_by by, struct usage_row **rows, char *err,
-                  size_t errlen)
+static void *usage_thread(void *arg)
 {
-    struct usage_params p;
-    params_from(a->cfg, &p);
-    p.by = by;
-    p.open_until_ms = ledger_now(a->ledger);
-    return compute_usage(a->state_dir, &p, rows, NULL, err, errlen);
+    struct usage_job *j = arg;
+    j->n = compute_usage(j->a->state_dir, &j->params, &j->rows, NULL, j->err, sizeof(j->err));
+    ev_async_send(j->a->loop, &j->done_ev);
+    return NULL;
+}
+
+static void job_unlink_free(struct usage_job *j)
+{
+    struct account *a = j->a;
+    for (struct usage_job **pp = &a->jobs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
+    }
+    ev_async_stop(a->loop, &j->done_ev);
+    free(j);
+}
+
+/* On the loop: the read is over; join its thread (which makes its writes visible), answer. */
+static void on_usage_done(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct usage_job *j = w->data;
+    pthread_join(j->thread, NULL);
+    account_usage_done_fn done = j->done;
+    void *arg = j->arg;
+    uint64_t token = j->token;
+    struct usage_row *rows = j->rows;
+    int n = j->n;
+    char err[sizeof(j->err)];
+    memcpy(err, j->err, sizeof(err));
+    job_unlink_free(j);
+    done(arg, token, rows, n, err);
+}
+
+int account_usage_start(struct account *a, enum usage_by by, account_usage_done_fn done, void *arg,
+                        uint64_t token, char *err, size_t errlen)
+{
+    struct usage_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    j->a = a;
+    params_from(a->cfg, &j->params);
+    j->params.by = by;
+    j->params.open_until_ms = ledger_now(a->ledger);
+    j->done = done;
+    j->arg = arg;
+    j->token = token;
+    if (ledger_crc32c(0, "", 0) != 0) /* the CRC table is built lazily: build it on this thread */
+        log_warn("usage ledger: CRC32C of nothing is not 0");
+    ev_async_init(&j->done_ev, on_usage_done);
+    j->done_ev.data = j;
+    ev_async_start(a->loop, &j->done_ev);
+    j->next = a->jobs;
+    a->jobs = j;
+    int rc = pthread_create(&j->thread, NULL, usage_thread, j);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start a thread to read the ledger: %s", strerror(rc));
+        job_unlink_free(j);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- pgtide usage ------------------------------------------------------------------------- */

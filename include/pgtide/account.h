@@ -79,12 +79,19 @@ void account_compute_name(const struct compute *c, char *out, size_t outlen);
    CU-seconds include the open interval up to now. */
 int account_get_stats(struct account *a, struct account_compute_stats *out, int max);
 
-/* Usage from the ledger (SHOW USAGE): reads every ledger file (open intervals end now),
-   grouped by compute and by bucket (USAGE_BY_TOTAL/HOUR/DAY) with the configured rates.
-   *rows is malloc'd (caller frees). Returns the number of rows, or -1 with err set. Blocking
-   read of DATA/state (small files); called from the admin console. */
-int account_usage(struct account *a, enum usage_by by, struct usage_row **rows, char *err,
-                  size_t errlen) __attribute__((warn_unused_result));
+/* Usage from the ledger (SHOW USAGE), computed off the event loop: every ledger file is read
+   (open intervals end at the call) by a thread of its own, because months of heartbeats are
+   millions of records, and the loop serves clients meanwhile. Rows are grouped by compute and
+   by bucket (USAGE_BY_TOTAL/HOUR/DAY) with the configured rates. When the thread is done,
+   done(arg, token, rows, n, err) runs on the loop: rows is malloc'd and owned by the callee
+   (free it), n >= 0 rows, or n < 0 and err says why. Returns 0, or -1 with err set (out of
+   memory, no thread), and done is then not called. account_free waits for running reads and
+   drops their results without calling done. */
+typedef void (*account_usage_done_fn)(void *arg, uint64_t token, struct usage_row *rows, int n,
+                                      const char *err);
+int account_usage_start(struct account *a, enum usage_by by, account_usage_done_fn done, void *arg,
+                        uint64_t token, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* `pgtide usage -D DATA [-f FILE] [-c name=value] [--since T] [--until T]
    [--format csv|json|table] [--by hour|day] [--per compute|role]`: argv[0] is "usage".

@@ -86,10 +86,10 @@ struct client {
     struct list_node wait_node; /* proxy->held or pool->waiting */
     struct proxy *proxy;
     uint64_t id;
-    struct conn conn;               /* conn.bytes_in: bytes received */
-    ev_timer timer;                 /* authentication_timeout, wake_timeout, query_wait_timeout */
-    struct client_out *out;         /* pgtide's own messages to it; NULL when none wait */
-    struct authdb_req *lookup;      /* pending secret lookup (LOOKUP) */
+    struct conn conn;          /* conn.bytes_in: bytes received */
+    ev_timer timer;            /* authentication_timeout, wake_timeout, query_wait_timeout */
+    struct client_out *out;    /* pgtide's own messages to it; NULL when none wait */
+    struct authdb_req *lookup; /* pending secret lookup (LOOKUP) */
     enum client_state state;
     union client_addr addr; /* its text is made when a log line or SHOW CLIENTS needs it */
 
@@ -98,8 +98,8 @@ struct client {
     const struct txn_pset *opts;   /* startup settings not reported by servers:
                                       options=-c x=y and non-reported names */
     const struct txn_pset *ps;     /* reported parameters as the client saw them */
-    struct txn_names names; /* transaction pooling: its prepared statement names */
-    uint32_t copy_left;     /* transaction pooling: bytes of a large message still to copy */
+    struct txn_names names;        /* transaction pooling: its prepared statement names */
+    uint32_t copy_left;            /* transaction pooling: bytes of a large message still to copy */
     enum client_auth_step auth_step;
     struct client_auth *auth; /* only while authenticating: an idle client holds none */
 
@@ -127,9 +127,10 @@ struct client {
     bool skip_sync; /* a request failed in pgtide: drop messages up to the Sync */
     bool welcomed;  /* AuthenticationOk .. ReadyForQuery sent */
     bool admin;
-    bool reader; /* reader endpoint or options=-c pgtide.route=replica: served by replicas */
-    char txn;    /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
-    bool busy;   /* a request was forwarded and its ReadyForQuery has not come back */
+    bool admin_waiting; /* admin console: a late answer (BACKUP, SHOW USAGE) is due first */
+    bool reader;        /* reader endpoint or options=-c pgtide.route=replica: served by replicas */
+    char txn;           /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
+    bool busy;          /* a request was forwarded and its ReadyForQuery has not come back */
 };
 
 /* Takes an accepted descriptor. Returns NULL (descriptor closed) when out of memory. */

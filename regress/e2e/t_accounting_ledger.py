@@ -110,6 +110,32 @@ def check_intervals(tide, spans):
           and shown["primary"]["intervals"] == "3", f"SHOW USAGE agrees: {shown}")
     by_hour = tide.admin_rows("SHOW USAGE HOUR")
     check(by_hour and "period_start" in by_hour[0], "SHOW USAGE HOUR has periods")
+    check_usage_pipelined(tide)
+
+
+def check_usage_pipelined(tide):
+    """SHOW USAGE is answered later (the ledger is read off the event loop): queries sent behind
+    it in the same write must still be answered after it, in order."""
+    from t_proxy_harness import msg, raw_login, read_msg
+    st, s = raw_login(tide.port, "postgres", tide.password, "pgtide")
+    check(st == "ok", f"admin login over a raw socket ({st})")
+    if st != "ok":
+        return
+    try:
+        s.sendall(b"".join(msg(b"Q", q.encode() + b"\0")
+                           for q in ("SHOW USAGE", "SHOW VERSION", "SHOW USAGE DAY")))
+        seen = []
+        while seen.count("Z") < 3:
+            typ, body = read_msg(s)
+            if typ == b"T":
+                seen.append("T:" + body[2:body.index(b"\0", 2)].decode())
+            elif typ in (b"C", b"Z", b"E"):
+                seen.append(typ.decode())
+        order = [x for x in seen if x.startswith("T:")]
+        check(order == ["T:period_start", "T:version", "T:period_start"] and "E" not in seen,
+              f"pipelined SHOW USAGE / SHOW VERSION / SHOW USAGE DAY answered in order ({seen})")
+    finally:
+        s.close()
 
 
 def get(url, data=None, timeout=10):
