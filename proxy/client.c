@@ -321,7 +321,7 @@ void client_free(struct client *c)
 static bool client_wants(void *arg, uint8_t t)
 {
     (void) arg;
-    return t == 'X' || t == 'Q';
+    return t == 'X' || t == 'Q' || t == 'P'; /* P: custom settings, see note_custom */
 }
 
 /* Every Query, Sync and FunctionCall gets exactly one ReadyForQuery back. */
@@ -334,40 +334,111 @@ static void count_request(struct client *c, uint8_t t)
     }
 }
 
-/* Custom settings ("SET app.tenant = ...") are invisible to pg_settings: remember their names
-   from the session's simple queries, so that parking can carry them. */
-static void note_custom_set(struct client *c, const char *sql, uint32_t len)
+/* Custom settings ("SET app.tenant = ...", set_config('app.tenant', ...)) are invisible to
+   pg_settings: their names are noted from the session's queries, so that parking can carry
+   them. A name pgtide cannot learn (set_config($1, ...), or more than CLIENT_MAX_CUSTOM)
+   makes the session unparkable: losing a setting silently would be worse than staying awake. */
+static void note_custom_name(struct client *c, const char *name, size_t k)
 {
-    const char *p = sql, *end = sql + len;
-    while (p < end && isspace((unsigned char) *p))
-        p++;
-    if (end - p < 5 || strncasecmp(p, "set", 3) != 0 || !isspace((unsigned char) p[3]))
-        return;
-    p += 4;
-    while (p < end && isspace((unsigned char) *p))
-        p++;
-    if (end - p > 8 && strncasecmp(p, "session", 7) == 0 && isspace((unsigned char) p[7]))
-        p += 8;
-    while (p < end && isspace((unsigned char) *p))
-        p++;
-    char name[64];
-    size_t k = 0;
-    bool dot = false;
-    while (p < end && (isalnum((unsigned char) *p) || *p == '_' || *p == '.') &&
-           k + 1 < sizeof(name)) {
-        dot |= *p == '.';
-        name[k++] = (char) tolower((unsigned char) *p++);
-    }
-    name[k] = '\0';
-    if (!dot || k == 0 || name[0] == '.')
-        return;
+    if (k == 0 || name[0] == '.' || memchr(name, '.', k) == NULL)
+        return; /* not a custom (two-part) name: pg_settings shows it */
     for (int i = 0; i < c->ncustom; i++)
         if (strcmp(c->custom[i], name) == 0)
             return;
-    if (c->custom == NULL && (c->custom = calloc(CLIENT_MAX_CUSTOM, sizeof(*c->custom))) == NULL)
+    if (c->custom == NULL && (c->custom = calloc(CLIENT_MAX_CUSTOM, sizeof(*c->custom))) == NULL) {
+        c->custom_opaque = true;
         return;
+    }
     if (c->ncustom < CLIENT_MAX_CUSTOM)
         memcpy(c->custom[c->ncustom++], name, k + 1);
+    else
+        c->custom_opaque = true;
+}
+
+static const char *skip_space(const char *p, const char *end)
+{
+    while (p < end && isspace((unsigned char) *p))
+        p++;
+    return p;
+}
+
+/* "SET [SESSION] a.b ..." at the start of a query. */
+static void note_custom_set(struct client *c, const char *sql, uint32_t len)
+{
+    const char *p = skip_space(sql, sql + len), *end = sql + len;
+    if (end - p < 5 || strncasecmp(p, "set", 3) != 0 || !isspace((unsigned char) p[3]))
+        return;
+    p = skip_space(p + 4, end);
+    if (end - p > 8 && strncasecmp(p, "session", 7) == 0 && isspace((unsigned char) p[7]))
+        p = skip_space(p + 8, end);
+    char name[64];
+    size_t k = 0;
+    while (p < end && (isalnum((unsigned char) *p) || *p == '_' || *p == '.') &&
+           k + 1 < sizeof(name))
+        name[k++] = (char) tolower((unsigned char) *p++);
+    name[k] = '\0';
+    note_custom_name(c, name, k);
+}
+
+/* Every "set_config(" in a query: a quoted first argument is a name to note; anything else
+   ($1, an expression) cannot be named. */
+static void note_set_config(struct client *c, const char *sql, uint32_t len)
+{
+    static const char word[] = "set_config";
+    const size_t wl = sizeof(word) - 1;
+    const char *end = sql + len;
+    for (const char *p = sql; (size_t) (end - p) > wl; p++) {
+        if ((*p != 's' && *p != 'S') || strncasecmp(p, word, wl) != 0 ||
+            (p > sql && (isalnum((unsigned char) p[-1]) || p[-1] == '_')))
+            continue;
+        const char *q = skip_space(p + wl, end);
+        if (q >= end || *q != '(')
+            continue; /* a column or a word in a string, not a call */
+        q = skip_space(q + 1, end);
+        char name[64];
+        size_t k = 0;
+        bool named = q < end && *q == '\'';
+        for (q += named; named && q < end; q++) {
+            if (*q == '\'' && !(q + 1 < end && q[1] == '\''))
+                break;
+            if (*q == '\'')
+                q++; /* '' inside the literal */
+            if (k + 1 >= sizeof(name))
+                named = false;
+            else
+                name[k++] = (char) tolower((unsigned char) *q);
+        }
+        /* the literal must be the whole argument: 'app.' || x is not a name */
+        named = named && q < end && (q = skip_space(q + 1, end)) < end && *q == ',';
+        name[k] = '\0';
+        if (named)
+            note_custom_name(c, name, k);
+        else
+            c->custom_opaque = true;
+        p = q > p + wl ? q - 1 : p + wl - 1; /* scanning goes on after the first argument */
+    }
+}
+
+/* True when the query starts with the two words a b (any case, any spacing). */
+static bool starts_with_words(const char *sql, uint32_t len, const char *a, const char *b)
+{
+    const char *p = skip_space(sql, sql + len), *end = sql + len;
+    size_t la = strlen(a), lb = strlen(b);
+    if ((size_t) (end - p) <= la || strncasecmp(p, a, la) != 0 || !isspace((unsigned char) p[la]))
+        return false;
+    p = skip_space(p + la, end);
+    return (size_t) (end - p) >= lb && strncasecmp(p, b, lb) == 0 &&
+           (p + lb == end || !isalnum((unsigned char) p[lb]));
+}
+
+static void note_custom(struct client *c, const char *sql, uint32_t len)
+{
+    note_custom_set(c, sql, len);
+    note_set_config(c, sql, len);
+    /* every setting back to its default: nothing unnamed is left to lose */
+    if (c->custom_opaque && (starts_with_words(sql, len, "reset", "all") ||
+                             starts_with_words(sql, len, "discard", "all")))
+        c->custom_opaque = false;
 }
 
 static enum relay_verdict client_message(void *arg, uint8_t t, const uint8_t *body, uint32_t blen)
@@ -380,7 +451,12 @@ static enum relay_verdict client_message(void *arg, uint8_t t, const uint8_t *bo
     if (t == 'Q') {
         count_request(c, t);
         if (blen > 0)
-            note_custom_set(c, (const char *) body, blen - 1);
+            note_custom(c, (const char *) body, blen - 1);
+    } else if (t == 'P') {
+        const char *stmt, *sql;
+        uint16_t np;
+        if (pkt_parse_parse(body, blen, &stmt, &sql, &np) == PKT_OK)
+            note_custom(c, sql, (uint32_t) strlen(sql));
     }
     return RELAY_FORWARD;
 }

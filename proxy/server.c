@@ -979,6 +979,11 @@ void server_snapshot(struct server *s)
         static const char tail[] = ") v(n) WHERE pg_catalog.current_setting(n, true) IS NOT NULL";
         pkt_put_bytes(o, tail, sizeof(tail) - 1);
     }
+    if (c->custom_opaque) {
+        static const char opaque[] = " UNION ALL SELECT 'x', 'a custom setting pgtide cannot name "
+                                     "(set_config with a non-literal name)', NULL, NULL";
+        pkt_put_bytes(o, opaque, sizeof(opaque) - 1);
+    }
     pkt_put_u8(o, 0);
     pkt_end(o);
     s->in_flight = 1;

@@ -128,6 +128,7 @@ struct client {
     bool welcomed;  /* AuthenticationOk .. ReadyForQuery sent */
     bool admin;
     bool admin_waiting; /* admin console: a late answer (BACKUP, SHOW USAGE) is due first */
+    bool custom_opaque; /* it set a custom setting pgtide could not name: not parkable */
     bool reader;        /* reader endpoint or options=-c pgtide.route=replica: served by replicas */
     char txn;           /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
     bool busy;          /* a request was forwarded and its ReadyForQuery has not come back */

@@ -1,13 +1,14 @@
 """t_serverless_keepawake: sessions that cannot be parked keep the compute awake (issue 3, part 5).
 
-For each of: a session with a temp table, one that LISTENs, one inside BEGIN (each alone, next
-to an ordinary idle session that can be parked), with suspend_after=2 and pause_after=1:
+For each of: a session with a temp table, one that LISTENs, one inside BEGIN, one that set a
+custom setting through set_config() with a computed name (each alone, next to an ordinary idle
+session that can be parked), with suspend_after=2 and pause_after=1:
 - after 3 x suspend_after the compute's processes are still there and SHOW COMPUTES says
   running or paused, never suspending/suspended (a freeze keeps the session's state);
 - SHOW CLIENTS shows that session (found by its application_name) as parkable "no: ..." and the
   ordinary one as "yes";
 - admin SUSPEND is refused with SQLSTATE 55000, and the message names the reason;
-- after DISCARD TEMP / UNLISTEN * / COMMIT the compute suspends (no process within 30 s), and
+- after DISCARD TEMP / UNLISTEN * / COMMIT / RESET ALL the compute suspends (no process within 30 s), and
   both sessions' next queries succeed afterwards (they were parked).
 """
 import time
@@ -24,6 +25,10 @@ CASES = [
      "DISCARD TEMP", "temp"),
     ("listen", ["LISTEN wakeup_channel"], "UNLISTEN *", "listen"),
     ("begin", ["BEGIN", "SELECT 1"], "COMMIT", "transaction"),
+    # a custom setting whose name pgtide cannot read from the query (PostgreSQL hides custom
+    # settings from pg_settings): parking would lose it silently
+    ("set_config", ["SELECT set_config('myapp.' || 'dyn', 'v', false)"], "RESET ALL",
+     "custom setting"),
 ]
 
 

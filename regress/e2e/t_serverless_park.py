@@ -2,9 +2,10 @@
 
 Clients, each with its own values:
 - 5 real psql processes (stdin pipe): SET statement_timeout, SET search_path, SQL PREPARE;
-- 20 psycopg2 sessions (autocommit): the same three, plus a custom GUC (SET myapp.tag);
+- 20 psycopg2 sessions (autocommit): the same three, plus custom GUCs (SET myapp.tag, and
+  set_config('myapp.tenant', ...) in a simple query);
 - 15 psycopg 3 sessions with prepare_threshold=0 (protocol-level named prepared statements from
-  the first execution) and SET work_mem;
+  the first execution), SET work_mem and set_config('myapp.p3', $1, false) (a Parse);
 - 10 asyncpg connections, each with an explicit conn.prepare() statement (protocol level) and
   SET application_name.
 All go idle; the test waits until no compute process remains (/proc, bounded 60 s) and SHOW
@@ -82,6 +83,7 @@ def pg2_setup(c, i):
     cur.execute(f"SET statement_timeout = '{2001 + i}ms'")
     cur.execute(f"SET search_path = pg2_{i}, public")
     cur.execute("SET myapp.tag = %s", (f"tag-{i}",))
+    cur.execute("SELECT pg_catalog.set_config('myapp.tenant', %s, false)", (f"tenant-{i}",))
     cur.execute(f"PREPARE q AS SELECT $1::int * {i}")
     cur.execute("SELECT pg_backend_pid()")
     return cur.fetchone()[0]
@@ -91,7 +93,8 @@ def pg2_check(c, i):
     cur = c.cursor()
     got = []
     for q in ("SHOW statement_timeout", "SHOW search_path", "EXECUTE q(7)",
-              "SELECT pg_backend_pid()", "SELECT current_setting('myapp.tag')"):
+              "SELECT pg_backend_pid()", "SELECT current_setting('myapp.tag')",
+              "SELECT current_setting('myapp.tenant')"):
         try:
             cur.execute(q)
             got.append(cur.fetchone()[0])
@@ -102,12 +105,15 @@ def pg2_check(c, i):
 
 def pg3_setup(c, i):
     c.execute(f"SET work_mem = '{1025 + i}kB'")
+    # extended protocol (a Parse): the name is in the statement, the value a parameter
+    c.execute("SELECT set_config('myapp.p3', %s, false)", (f"p3-{i}",))
     c.execute("SELECT %s::int + %s::int", (i, 1)).fetchone()  # prepared as _pg3_0, first use
     return c.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
 def pg3_check(c, i):
     wm = c.execute("SHOW work_mem").fetchone()[0]
+    wm += "/" + c.execute("SELECT current_setting('myapp.p3')").fetchone()[0]
     val = c.execute("SELECT %s::int + %s::int", (i, 100)).fetchone()[0]
     pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
     return wm, val, pid
@@ -183,18 +189,20 @@ def main():
                 got = [f"{type(e).__name__}: {e}".strip()]
             want = [f"{2001 + i}ms", f"pg2_{i}, public", 7 * i]
             check(got[:3] == want, f"psycopg2 {i}: settings and PREPARE kept ({got[:3]} vs {want})")
-            check(len(got) == 5 and got[3] != pids[("pg2", i)],
+            check(len(got) == 6 and got[3] != pids[("pg2", i)],
                   f"psycopg2 {i}: runs on a new backend after the suspend")
             # A custom (placeholder) setting, as row-level-security apps use: PostgreSQL hides
             # placeholders from pg_settings, so a snapshot taken from there alone misses it.
-            check(len(got) == 5 and got[4] == f"tag-{i}",
+            check(len(got) == 6 and got[4] == f"tag-{i}",
                   f"psycopg2 {i}: custom setting myapp.tag kept ({got[4:]})")
+            check(len(got) == 6 and got[5] == f"tenant-{i}",
+                  f"psycopg2 {i}: custom setting from set_config() kept ({got[5:]})")
         for i, c in enumerate(pg3):
             try:
                 wm, val, pid = pg3_check(c, i)
             except Exception as e:
                 wm, val, pid = f"{type(e).__name__}: {e}".strip(), None, None
-            check(wm == f"{1025 + i}kB" and val == i + 100,
+            check(wm == f"{1025 + i}kB/p3-{i}" and val == i + 100,
                   f"psycopg3 {i}: work_mem and the protocol-level prepared statement kept "
                   f"({wm}, {val})")
             check(pid is not None and pid != pids[("pg3", i)],
