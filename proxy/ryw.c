@@ -364,6 +364,10 @@ static void ryw_read_end(struct ryw *r)
         s->ryw_pass = true;
         server_pump(s);
     }
+    /* a released server held its next (pipelined) transaction and started the next read
+       itself: that read owns the connection and the timer now */
+    if (r->seq.inflight)
+        return;
     if (!list_empty(&r->held))
         ryw_read_start(r);
     else {
