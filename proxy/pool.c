@@ -132,9 +132,13 @@ void pool_server_gone(struct pool *pool, struct server *s)
 void pool_login_failed(struct pool *pool, const char *sqlstate, const char *msg)
 {
     struct proxy *p = pool->proxy;
-    /* a replica that cannot be logged into (its postmaster may be dead but not yet reaped)
-       leaves rotation, and its readers ask again: another replica or the primary */
-    bool replica = p->replicas != NULL && pool->compute != p->primary;
+    /* a replica that cannot be reached (its postmaster may be dead but not yet reaped, or
+       shutting down) leaves rotation, and its readers ask again: another replica or the
+       primary. A refusal of this login (no such database, no privilege: 3D000, 28000, 42501)
+       says nothing about the replica and goes to the waiters. */
+    bool unreachable = sqlstate == NULL || strncmp(sqlstate, "08", 2) == 0 ||
+                       strncmp(sqlstate, "57P", 3) == 0 || strcmp(sqlstate, "53300") == 0;
+    bool replica = p->replicas != NULL && pool->compute != p->primary && unreachable;
     if (replica)
         replicaset_note_unreachable(p->replicas, pool->compute);
     /* every waiter beyond what the remaining opening servers can serve gets the error */

@@ -672,15 +672,16 @@ static void replica_replay_done(void *arg, int ntuples, int nfields, const char 
 }
 
 /* Measures again at once the replay position of replicas in rotation that are behind need
-   (one measurement in flight per replica, at most one start per 20 ms). */
+   (one measurement in flight per replica, at most one start per 50 ms: each is a new backend
+   on the replica). Unreachable and retiring replicas are left to the lag probe. */
 static void replica_poll_replay(struct replicaset *rs, uint64_t need)
 {
     int64_t now = replica_mono_ms();
     for (int i = 0; i < COMPUTE_MAX_REPLICAS; i++) {
         struct replica_slot *s = &rs->slot[i];
         if (!s->used || s->c == NULL || compute_get_state(s->c) != COMPUTE_RUNNING ||
-            s->probe != NULL || !s->lag_known || s->replay_lsn >= need ||
-            now - s->replay_poll_ms < 20)
+            s->probe != NULL || !s->lag_known || s->unreachable || s->retiring ||
+            s->replay_lsn >= need || now - s->replay_poll_ms < 50)
             continue;
         s->replay_poll_ms = now;
         char ci[2600];
