@@ -73,14 +73,20 @@ const char *client_tag(const struct client *c, char *buf, size_t len)
     return buf;
 }
 
+/* The blocker a client gets when its text cannot be copied (never freed). */
+static char oom_blocker[] = "unknown (out of memory)";
+
 void client_set_blocker(struct client *c, const char *why)
 {
     if (why != NULL && why[0] == '\0')
         why = NULL;
     if (c->park_blocker == NULL && why == NULL)
         return;
-    free(c->park_blocker);
-    c->park_blocker = why != NULL ? strndup(why, 127) : NULL; /* NULL out of memory: unknown */
+    if (c->park_blocker != oom_blocker)
+        free(c->park_blocker);
+    c->park_blocker = why != NULL ? strndup(why, 127) : NULL;
+    if (why != NULL && c->park_blocker == NULL)
+        c->park_blocker = oom_blocker; /* still a blocker: parking must not lose what it is */
 }
 
 #define CLOG(lvl, c, fmt, ...)                                                                     \
@@ -163,10 +169,13 @@ static void arm_timer(struct client *c, int64_t ms)
 struct pkt_builder *client_out(struct client *c)
 {
     static struct pkt_builder oom = {.failed = true}; /* puts into it are no-ops */
-    if (c->out == NULL && (c->out = calloc(1, sizeof(*c->out))) == NULL)
+    if (c->out == NULL && (c->out = calloc(1, sizeof(*c->out))) == NULL) {
+        c->close_pending = true; /* what it was to be told is lost: it goes (flush_out) */
+        c->close_reason = "out of memory";
         return &oom;
-    if (c->out->b.buf == NULL)
-        pkt_builder_init_dyn(&c->out->b, 1024);
+    }
+    if (c->out->b.buf == NULL && !c->out->b.failed)
+        pkt_builder_init_dyn(&c->out->b, 1024); /* on failure b stays failed: puts are no-ops */
     return &c->out->b;
 }
 
@@ -210,6 +219,12 @@ static void auth_free(struct client *c)
 static bool flush_out(struct client *c)
 {
     struct client_out *o = c->out;
+    if (o != NULL && o->b.failed) { /* a message is missing: the stream must not go on */
+        out_free(c);
+        c->close_pending = false;
+        client_close(c, "out of memory");
+        return false;
+    }
     while (o != NULL && o->b.buf != NULL && o->off < o->b.len) {
         ssize_t n = sock_write(&c->conn.sock, o->b.buf + o->off, o->b.len - o->off);
         if (n > 0) {
@@ -311,7 +326,7 @@ void client_free(struct client *c)
     txn_str_put(c->proxy, c->database);
     auth_free(c);
     free(c->custom);
-    free(c->park_blocker);
+    client_set_blocker(c, NULL);
     free(c->lost);
     free(c);
 }
@@ -380,21 +395,94 @@ static void note_custom_set(struct client *c, const char *sql, uint32_t len)
     note_custom_name(c, name, k);
 }
 
-/* Every "set_config(" in a query: a quoted first argument is a name to note; anything else
-   ($1, an expression) cannot be named. */
+/* Past a quoted literal that starts at p ('...' with '' inside; E'...' also with backslash
+   escapes), or a comment (-- to the end of the line, slash-star to star-slash); p itself when
+   none starts there. Dollar-quoted bodies are not skipped: a DO block runs what it holds. */
+static const char *skip_inert(const char *sql, const char *p, const char *end)
+{
+    if (*p == '\'') {
+        bool esc = p > sql && (p[-1] == 'E' || p[-1] == 'e');
+        for (p++; p < end; p++) {
+            if (esc && *p == '\\' && p + 1 < end)
+                p++;
+            else if (*p == '\'' && !(p + 1 < end && p[1] == '\''))
+                return p + 1;
+            else if (*p == '\'')
+                p++;
+        }
+        return end;
+    }
+    if (*p == '-' && p + 1 < end && p[1] == '-') {
+        const char *nl = memchr(p, '\n', (size_t) (end - p));
+        return nl != NULL ? nl + 1 : end;
+    }
+    if (*p == '/' && p + 1 < end && p[1] == '*') {
+        for (p += 2; p + 1 < end; p++)
+            if (*p == '*' && p[1] == '/')
+                return p + 2;
+        return end;
+    }
+    return p;
+}
+
+/* From just after a call's "(": true when its last argument is the word true (is_local: the
+   setting ends with the transaction, nothing outlives it). *close: past the call's ")". */
+static bool call_is_local(const char *sql, const char *p, const char *end, const char **close)
+{
+    int depth = 0;
+    const char *last = p;
+    while (p < end) {
+        const char *q = skip_inert(sql, p, end);
+        if (q != p) {
+            p = q;
+            continue;
+        }
+        if (*p == '(')
+            depth++;
+        else if (*p == ')' && depth-- == 0)
+            break;
+        else if (*p == ',' && depth == 0)
+            last = p + 1;
+        p++;
+    }
+    *close = p < end ? p + 1 : end;
+    last = skip_space(last, p);
+    const char *e = p;
+    while (e > last && isspace((unsigned char) e[-1]))
+        e--;
+    return e - last == 4 && strncasecmp(last, "true", 4) == 0;
+}
+
+/* Every set_config(...) call in a query, outside literals and comments: a quoted first argument
+   is a name to note; anything else ($1, an expression) cannot be named. Transaction-local calls
+   (third argument true) leave nothing behind and are skipped. */
 static void note_set_config(struct client *c, const char *sql, uint32_t len)
 {
     static const char word[] = "set_config";
     const size_t wl = sizeof(word) - 1;
     const char *end = sql + len;
-    for (const char *p = sql; (size_t) (end - p) > wl; p++) {
-        if ((*p != 's' && *p != 'S') || strncasecmp(p, word, wl) != 0 ||
-            (p > sql && (isalnum((unsigned char) p[-1]) || p[-1] == '_')))
+    for (const char *p = sql; p < end;) {
+        const char *q = skip_inert(sql, p, end);
+        if (q != p) {
+            p = q;
             continue;
-        const char *q = skip_space(p + wl, end);
-        if (q >= end || *q != '(')
-            continue; /* a column or a word in a string, not a call */
-        q = skip_space(q + 1, end);
+        }
+        if ((size_t) (end - p) <= wl || strncasecmp(p, word, wl) != 0 ||
+            (p > sql && (isalnum((unsigned char) p[-1]) || p[-1] == '_'))) {
+            p++;
+            continue;
+        }
+        q = skip_space(p + wl, end);
+        if (q >= end || *q != '(') {
+            p += wl; /* a column named so, not a call */
+            continue;
+        }
+        const char *args = q + 1, *after;
+        if (call_is_local(sql, args, end, &after)) {
+            p = after;
+            continue;
+        }
+        q = skip_space(args, end);
         char name[64];
         size_t k = 0;
         bool named = q < end && *q == '\'';
@@ -408,14 +496,18 @@ static void note_set_config(struct client *c, const char *sql, uint32_t len)
             else
                 name[k++] = (char) tolower((unsigned char) *q);
         }
-        /* the literal must be the whole argument: 'app.' || x is not a name */
-        named = named && q < end && (q = skip_space(q + 1, end)) < end && *q == ',';
+        /* the literal must be the whole argument ('app.' || x is not a name); a cast is fine */
+        if (named && q < end && (q = skip_space(q + 1, end)) + 1 < end && q[0] == ':' &&
+            q[1] == ':')
+            for (q += 2; q < end && (isalnum((unsigned char) *q) || *q == '_');)
+                q++;
+        named = named && (q = skip_space(q, end)) < end && *q == ',';
         name[k] = '\0';
         if (named)
             note_custom_name(c, name, k);
         else
             c->custom_opaque = true;
-        p = q > p + wl ? q - 1 : p + wl - 1; /* scanning goes on after the first argument */
+        p = args; /* the arguments may hold calls too */
     }
 }
 
@@ -1112,8 +1204,15 @@ void client_pump_admin(struct client *c)
         b->rpos += h.len + 1;
         admin_message(c, h.type, body, h.len - 4);
     }
-    if (c->state == CLIENT_ADMIN)
-        (void) flush_out(c);
+    if (c->state != CLIENT_ADMIN)
+        return;
+    /* waiting for a late answer with a full buffer: stop reading (a read into a full buffer
+       returns nothing and the watcher would fire again at once) until it is answered */
+    bool waiting = c->admin_waiting || c->proxy->suspend_waiter == c->id;
+    b = c->conn.in;
+    relay_read_on(c->proxy->loop, &c->conn,
+                  !(waiting && b != NULL && buf_space(b) == 0 && b->rpos == 0));
+    (void) flush_out(c);
 }
 
 /* ---- watchers ---------------------------------------------------------------------------- */
