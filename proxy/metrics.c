@@ -28,6 +28,7 @@
 #include "pgtide/log.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
+#include "pgtide/replica.h"
 #include "pgtide/server.h"
 
 #define REQ_MAX   8192
@@ -304,6 +305,43 @@ static void render_computes(struct sbuf *b, struct metrics *m)
                   ACCOUNT_START_BUCKETS, st[i].start_hist, st[i].start_seconds_sum);
 }
 
+/* Read replicas (issue 6): lag, rotation, build time, per slot; nothing without a replica set. */
+static void render_replicas(struct sbuf *b, struct metrics *m)
+{
+    const struct replicaset *rs = m->proxy->replicas;
+    int n = rs != NULL ? replicaset_count(rs) : 0;
+    struct replica_info info[COMPUTE_MAX_REPLICAS];
+    int k = 0;
+    for (int i = 0; i < n && k < COMPUTE_MAX_REPLICAS; i++)
+        if (replicaset_info(rs, i, &info[k]))
+            k++;
+    family(b, "pgtide_replicas", "gauge",
+           "Read replicas in the set (built, building or retiring).");
+    sb_printf(b, "pgtide_replicas %d\n", k);
+    family(b, "pgtide_replica_in_rotation", "gauge",
+           "1 when the replica may be given new readers, else 0.");
+    for (int i = 0; i < k; i++)
+        sb_printf(b, "pgtide_replica_in_rotation{compute=\"replica-%d\"} %d\n", info[i].index,
+                  info[i].in_rotation);
+    family(b, "pgtide_replica_lag_bytes", "gauge",
+           "Replay lag behind the primary in bytes of WAL (absent while unknown).");
+    for (int i = 0; i < k; i++)
+        if (info[i].lag_bytes >= 0)
+            sb_printf(b, "pgtide_replica_lag_bytes{compute=\"replica-%d\"} %lld\n", info[i].index,
+                      (long long) info[i].lag_bytes);
+    family(b, "pgtide_replica_lag_seconds", "gauge",
+           "Replay lag in seconds (absent while unknown).");
+    for (int i = 0; i < k; i++)
+        if (info[i].lag_bytes >= 0)
+            sb_printf(b, "pgtide_replica_lag_seconds{compute=\"replica-%d\"} %.3f\n", info[i].index,
+                      info[i].lag_seconds);
+    family(b, "pgtide_replica_build_seconds", "gauge", "Duration of the replica's last build.");
+    for (int i = 0; i < k; i++)
+        if (info[i].build_ms > 0)
+            sb_printf(b, "pgtide_replica_build_seconds{compute=\"replica-%d\"} %.3f\n",
+                      info[i].index, (double) info[i].build_ms / 1000.0);
+}
+
 char *metrics_render(struct metrics *m, size_t *len)
 {
     struct sbuf b = {.p = malloc(16384), .cap = 16384};
@@ -314,6 +352,7 @@ char *metrics_render(struct metrics *m, size_t *len)
     render_servers(&b, m);
     render_totals(&b, m);
     render_computes(&b, m);
+    render_replicas(&b, m);
     if (b.failed) {
         free(b.p);
         return NULL;

@@ -12,12 +12,14 @@ replicas' private sockets in DATA/run (as user postgres):
 5. SCALE REPLICAS 0 -> both drain and stop (no replica rows, no replica process left).
 6. The ledger has replica intervals (pgtide usage --per role) beside the primary's.
 7. Refusals: SCALE REPLICAS 17 -> 22023; SET replica_scale_wait is a policy key.
+8. Metrics: replica count, in-rotation, lag and build-time gauges follow the lag scenario.
 """
 import csv
 import io
 import os
 import signal
 import subprocess
+import urllib.request
 
 from lib_serverless import BINDIR, PGTIDE_BIN, Tide, check, finish, free_port, log, wait_until
 
@@ -76,9 +78,22 @@ def replica_processes(t):
     return found
 
 
+def metrics(port):
+    """The Prometheus endpoint's samples as {name{labels}: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
 def main():
-    t = Tide({"pause_after": "0", "suspend_after": "0", "read_port": str(free_port())},
-             name="replica-set")
+    mport = free_port()
+    t = Tide({"pause_after": "0", "suspend_after": "0", "read_port": str(free_port()),
+              "metrics_listen": f"127.0.0.1:{mport}"}, name="replica-set")
     r = t.psql("CREATE TABLE r(id int PRIMARY KEY, v text); "
                "INSERT INTO r SELECT g, 'x' || g FROM generate_series(1, 1000) g")
     check(r.returncode == 0, f"table created on the primary ({r.stderr.strip()})")
@@ -121,6 +136,14 @@ def main():
     check(r1.get("rotation_note") in ("replay paused", "lagging"), "the reason is shown")
     check(int(r1.get("lag_bytes") or 0) > 0, "its lag in bytes is above 0")
     check(in_rotation(t, "replica-0"), "replica-0 stays in rotation")
+    m = metrics(mport)
+    check(m.get('pgtide_replicas') == 2.0
+          and m.get('pgtide_replica_in_rotation{compute="replica-0"}') == 1.0
+          and m.get('pgtide_replica_in_rotation{compute="replica-1"}') == 0.0
+          and m.get('pgtide_replica_lag_bytes{compute="replica-1"}', 0) > 0
+          and 'pgtide_replica_build_seconds{compute="replica-0"}' in m,
+          "metrics: 2 replicas, replica-1 out of rotation with its lag, build times "
+          f"({ {k: v for k, v in m.items() if 'replica' in k} })")
     check(direct(t, 5434, "SELECT pg_wal_replay_resume()") is not None, "replay resumed")
     ok = wait_until(lambda: in_rotation(t, "replica-1"), 30, 0.2)
     check(ok, "replica-1 is back in rotation after resume")
