@@ -35,6 +35,7 @@
 #include "pgtide/replica.h"
 #include "pgtide/ryw.h"
 #include "pgtide/server.h"
+#include "pgtide/sqlscan.h"
 #include "pgtide/tls.h"
 
 static const char *const state_names[] = {"tls",     "startup", "lookup", "auth", "held",
@@ -370,167 +371,18 @@ static void note_custom_name(struct client *c, const char *name, size_t k)
         c->custom_opaque = true;
 }
 
-static const char *skip_space(const char *p, const char *end)
+static void custom_name(void *arg, const char *name, size_t len)
 {
-    while (p < end && isspace((unsigned char) *p))
-        p++;
-    return p;
-}
-
-/* "SET [SESSION] a.b ..." at the start of a query. */
-static void note_custom_set(struct client *c, const char *sql, uint32_t len)
-{
-    const char *p = skip_space(sql, sql + len), *end = sql + len;
-    if (end - p < 5 || strncasecmp(p, "set", 3) != 0 || !isspace((unsigned char) p[3]))
-        return;
-    p = skip_space(p + 4, end);
-    if (end - p > 8 && strncasecmp(p, "session", 7) == 0 && isspace((unsigned char) p[7]))
-        p = skip_space(p + 8, end);
-    char name[64];
-    size_t k = 0;
-    while (p < end && (isalnum((unsigned char) *p) || *p == '_' || *p == '.') &&
-           k + 1 < sizeof(name))
-        name[k++] = (char) tolower((unsigned char) *p++);
-    name[k] = '\0';
-    note_custom_name(c, name, k);
-}
-
-/* Past a quoted literal that starts at p ('...' with '' inside; E'...' also with backslash
-   escapes), or a comment (-- to the end of the line, slash-star to star-slash); p itself when
-   none starts there. Dollar-quoted bodies are not skipped: a DO block runs what it holds. */
-static const char *skip_inert(const char *sql, const char *p, const char *end)
-{
-    if (*p == '\'') {
-        bool esc = p > sql && (p[-1] == 'E' || p[-1] == 'e');
-        for (p++; p < end; p++) {
-            if (esc && *p == '\\' && p + 1 < end)
-                p++;
-            else if (*p == '\'' && !(p + 1 < end && p[1] == '\''))
-                return p + 1;
-            else if (*p == '\'')
-                p++;
-        }
-        return end;
-    }
-    if (*p == '-' && p + 1 < end && p[1] == '-') {
-        const char *nl = memchr(p, '\n', (size_t) (end - p));
-        return nl != NULL ? nl + 1 : end;
-    }
-    if (*p == '/' && p + 1 < end && p[1] == '*') {
-        for (p += 2; p + 1 < end; p++)
-            if (*p == '*' && p[1] == '/')
-                return p + 2;
-        return end;
-    }
-    return p;
-}
-
-/* From just after a call's "(": true when its last argument is the word true (is_local: the
-   setting ends with the transaction, nothing outlives it). *close: past the call's ")". */
-static bool call_is_local(const char *sql, const char *p, const char *end, const char **close)
-{
-    int depth = 0;
-    const char *last = p;
-    while (p < end) {
-        const char *q = skip_inert(sql, p, end);
-        if (q != p) {
-            p = q;
-            continue;
-        }
-        if (*p == '(')
-            depth++;
-        else if (*p == ')' && depth-- == 0)
-            break;
-        else if (*p == ',' && depth == 0)
-            last = p + 1;
-        p++;
-    }
-    *close = p < end ? p + 1 : end;
-    last = skip_space(last, p);
-    const char *e = p;
-    while (e > last && isspace((unsigned char) e[-1]))
-        e--;
-    return e - last == 4 && strncasecmp(last, "true", 4) == 0;
-}
-
-/* Every set_config(...) call in a query, outside literals and comments: a quoted first argument
-   is a name to note; anything else ($1, an expression) cannot be named. Transaction-local calls
-   (third argument true) leave nothing behind and are skipped. */
-static void note_set_config(struct client *c, const char *sql, uint32_t len)
-{
-    static const char word[] = "set_config";
-    const size_t wl = sizeof(word) - 1;
-    const char *end = sql + len;
-    for (const char *p = sql; p < end;) {
-        const char *q = skip_inert(sql, p, end);
-        if (q != p) {
-            p = q;
-            continue;
-        }
-        if ((size_t) (end - p) <= wl || strncasecmp(p, word, wl) != 0 ||
-            (p > sql && (isalnum((unsigned char) p[-1]) || p[-1] == '_'))) {
-            p++;
-            continue;
-        }
-        q = skip_space(p + wl, end);
-        if (q >= end || *q != '(') {
-            p += wl; /* a column named so, not a call */
-            continue;
-        }
-        const char *args = q + 1, *after;
-        if (call_is_local(sql, args, end, &after)) {
-            p = after;
-            continue;
-        }
-        q = skip_space(args, end);
-        char name[64];
-        size_t k = 0;
-        bool named = q < end && *q == '\'';
-        for (q += named; named && q < end; q++) {
-            if (*q == '\'' && !(q + 1 < end && q[1] == '\''))
-                break;
-            if (*q == '\'')
-                q++; /* '' inside the literal */
-            if (k + 1 >= sizeof(name))
-                named = false;
-            else
-                name[k++] = (char) tolower((unsigned char) *q);
-        }
-        /* the literal must be the whole argument ('app.' || x is not a name); a cast is fine */
-        if (named && q < end && (q = skip_space(q + 1, end)) + 1 < end && q[0] == ':' &&
-            q[1] == ':')
-            for (q += 2; q < end && (isalnum((unsigned char) *q) || *q == '_');)
-                q++;
-        named = named && (q = skip_space(q, end)) < end && *q == ',';
-        name[k] = '\0';
-        if (named)
-            note_custom_name(c, name, k);
-        else
-            c->custom_opaque = true;
-        p = args; /* the arguments may hold calls too */
-    }
-}
-
-/* True when the query starts with the two words a b (any case, any spacing). */
-static bool starts_with_words(const char *sql, uint32_t len, const char *a, const char *b)
-{
-    const char *p = skip_space(sql, sql + len), *end = sql + len;
-    size_t la = strlen(a), lb = strlen(b);
-    if ((size_t) (end - p) <= la || strncasecmp(p, a, la) != 0 || !isspace((unsigned char) p[la]))
-        return false;
-    p = skip_space(p + la, end);
-    return (size_t) (end - p) >= lb && strncasecmp(p, b, lb) == 0 &&
-           (p + lb == end || !isalnum((unsigned char) p[lb]));
+    note_custom_name(arg, name, len);
 }
 
 static void note_custom(struct client *c, const char *sql, uint32_t len)
 {
-    note_custom_set(c, sql, len);
-    note_set_config(c, sql, len);
-    /* every setting back to its default: nothing unnamed is left to lose */
-    if (c->custom_opaque && (starts_with_words(sql, len, "reset", "all") ||
-                             starts_with_words(sql, len, "discard", "all")))
-        c->custom_opaque = false;
+    int r = sqlscan_custom(sql, len, custom_name, c);
+    if (r & SQLSCAN_OPAQUE)
+        c->custom_opaque = true;
+    else if ((r & SQLSCAN_RESET_ALL) && c->custom_opaque)
+        c->custom_opaque = false; /* every setting back to its default: nothing unnamed is left */
 }
 
 static enum relay_verdict client_message(void *arg, uint8_t t, const uint8_t *body, uint32_t blen)

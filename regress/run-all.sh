@@ -62,7 +62,9 @@ fuzz() {
     clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude regress/fuzz/fuzz_scram.c \
         common/scram.c common/secret.c common/hba.c common/userlist.c -lssl -lcrypto \
         -o "$dir/fuzz_scram" || return 1
-    for t in pkt scram; do
+    clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude regress/fuzz/fuzz_sqlscan.c \
+        common/sqlscan.c -o "$dir/fuzz_sqlscan" || return 1
+    for t in pkt scram sqlscan; do
         mkdir -p "$dir/corpus_$t"
         [ -d "regress/fuzz/corpus_$t" ] && cp -r "regress/fuzz/corpus_$t/." "$dir/corpus_$t/"
         "$dir/fuzz_$t" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 "$dir/corpus_$t" || return 1
