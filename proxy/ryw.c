@@ -246,7 +246,8 @@ static void ryw_collect(struct ryw *r)
                 ev_io_stop(r->p->loop, &r->io);
                 ryw_read_end(r);
             } else {
-                r->fresh = true; /* a server error: no retry */
+                /* a server error: retried once on a fresh connection when this one was reused
+                   (its backend may have gone with a restart of the primary) */
                 ryw_fail(r, r->err[0] ? r->err : "no LSN in the answer");
             }
             return;

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +373,13 @@ static void on_usage_done(struct ev_loop *loop, ev_async *w, int revents)
 int account_usage_start(struct account *a, enum usage_by by, account_usage_done_fn done, void *arg,
                         uint64_t token, char *err, size_t errlen)
 {
+    int running = 0;
+    for (struct usage_job *k = a->jobs; k != NULL; k = k->next)
+        running++;
+    if (running >= ACCOUNT_MAX_USAGE_READS) {
+        snprintf(err, errlen, "%d SHOW USAGE reads are running already, try again", running);
+        return -1;
+    }
     struct usage_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -391,7 +399,12 @@ int account_usage_start(struct account *a, enum usage_by by, account_usage_done_
     ev_async_start(a->loop, &j->done_ev);
     j->next = a->jobs;
     a->jobs = j;
+    /* the thread takes no signals: they are the loop's */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&j->thread, NULL, usage_thread, j);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         snprintf(err, errlen, "cannot start a thread to read the ledger: %s", strerror(rc));
         job_unlink_free(j);

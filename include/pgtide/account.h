@@ -29,6 +29,9 @@ struct account;
 
 #define ACCOUNT_MAX_COMPUTES 32
 
+/* SHOW USAGE ledger reads running at once (each is a thread reading every ledger file). */
+#define ACCOUNT_MAX_USAGE_READS 4
+
 /* What the metrics endpoint shows of one compute. */
 struct account_compute_stats {
     char name[LEDGER_NAME_MAX]; /* "primary", "replica-0", ... */
@@ -86,7 +89,8 @@ int account_get_stats(struct account *a, struct account_compute_stats *out, int 
    done(arg, token, rows, n, err) runs on the loop: rows is malloc'd and owned by the callee
    (free it), n >= 0 rows, or n < 0 and err says why. Returns 0, or -1 with err set (out of
    memory, no thread), and done is then not called. account_free waits for running reads and
-   drops their results without calling done. */
+   drops their results without calling done. At most ACCOUNT_MAX_USAGE_READS run at once:
+   beyond, -1 ("try again"). */
 typedef void (*account_usage_done_fn)(void *arg, uint64_t token, struct usage_row *rows, int n,
                                       const char *err);
 int account_usage_start(struct account *a, enum usage_by by, account_usage_done_fn done, void *arg,
