@@ -293,6 +293,7 @@ void client_close(struct client *c, const char *reason)
         c->lookup = NULL;
     }
     client_set_state(c, CLIENT_CLOSING);
+    list_del(&c->conn.ready);
     ev_timer_stop(p->loop, &c->timer);
     ev_io_stop(p->loop, &c->conn.rio);
     ev_io_stop(p->loop, &c->conn.wio);
@@ -1092,15 +1093,23 @@ static void read_step(struct client *c);
 
 static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
+    (void) loop;
     (void) revents;
     struct client *c = container_of(w, struct client, conn.rio);
+    proxy_defer_read(c->proxy, &c->conn);
+}
+
+void client_read_ready(struct client *c)
+{
+    if (c->state == CLIENT_CLOSING)
+        return;
     read_step(c);
     /* nothing buffered: the relay buffer goes back to the pool (idle clients hold none) */
     if (c->state != CLIENT_CLOSING)
         relay_release_idle(&c->conn);
     /* TLS may hold decrypted bytes the socket will not signal again */
-    if (c->state != CLIENT_CLOSING && ev_is_active(w))
-        relay_read_on(loop, &c->conn, true);
+    if (c->state != CLIENT_CLOSING && ev_is_active(&c->conn.rio))
+        relay_read_on(c->proxy->loop, &c->conn, true);
 }
 
 static void read_step(struct client *c)

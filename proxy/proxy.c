@@ -318,6 +318,35 @@ static void on_reap(struct ev_loop *loop, ev_check *w, int revents)
     }
 }
 
+/* ---- reads in readiness order ------------------------------------------------------------- */
+
+void proxy_defer_read(struct proxy *p, struct conn *c)
+{
+    if (list_unlinked(&c->ready))
+        list_add_tail(&p->ready, &c->ready);
+}
+
+/* After every other callback of the iteration (lowest priority). libev invoked the read
+   callbacks newest-ready first, each appended here: the oldest is at the tail. A read that
+   fed itself again (TLS bytes already decrypted) is done again at once, not left pending at a
+   priority this pass has already left. */
+static void on_drain(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void) revents;
+    struct proxy *p = container_of(w, struct proxy, drain);
+    while (!list_empty(&p->ready)) {
+        struct list_node *n = p->ready.prev;
+        list_del(n);
+        struct conn *c = container_of(n, struct conn, ready);
+        if (c->is_server)
+            server_read_ready(container_of(c, struct server, conn));
+        else
+            client_read_ready(container_of(c, struct client, conn));
+        if (list_unlinked(n) && ev_is_pending(&c->rio) && ev_clear_pending(loop, &c->rio) != 0)
+            list_add_tail(&p->ready, n);
+    }
+}
+
 /* ---- compute and idle policy -------------------------------------------------------------- */
 
 static void close_compute_servers(struct proxy *p, struct compute *c, int to)
@@ -560,6 +589,10 @@ struct proxy *proxy_new(struct ev_loop *loop, struct config *cfg, struct store *
     }
     ev_check_init(&p->reaper, on_reap);
     ev_check_start(loop, &p->reaper);
+    list_init(&p->ready);
+    ev_check_init(&p->drain, on_drain);
+    ev_set_priority(&p->drain, EV_MINPRI);
+    ev_check_start(loop, &p->drain);
     ev_timer_init(&p->idle_timer, on_idle_tick, IDLE_TICK_S, IDLE_TICK_S);
     ev_timer_start(loop, &p->idle_timer);
     return p;
@@ -609,6 +642,7 @@ void proxy_free(struct proxy *p)
     if (p->loop != NULL) {
         on_reap(p->loop, &p->reaper, 0);
         ev_check_stop(p->loop, &p->reaper);
+        ev_check_stop(p->loop, &p->drain);
         ev_timer_stop(p->loop, &p->idle_timer);
     }
     ryw_free(p->ryw); /* its queue emptied as the servers closed */

@@ -14,6 +14,7 @@ void relay_conn_init(struct conn *c, int fd)
 {
     memset(c, 0, sizeof(*c));
     c->sock.fd = fd;
+    list_init(&c->ready);
 }
 
 void relay_conn_close(struct conn *c)

@@ -227,6 +227,7 @@ void server_close(struct server *s, const char *reason)
         p->park_failed = true;
     }
     server_set_state(s, SERVER_CLOSING);
+    list_del(&s->conn.ready);
     ryw_server_gone(s);
     ev_io_stop(p->loop, &s->conn.rio);
     ev_io_stop(p->loop, &s->conn.wio);
@@ -690,12 +691,20 @@ static void read_step(struct server *s);
 
 static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
+    (void) loop;
     (void) revents;
     struct server *s = container_of(w, struct server, conn.rio);
+    proxy_defer_read(proxy_of(s), &s->conn);
+}
+
+void server_read_ready(struct server *s)
+{
+    if (s->state == SERVER_CLOSING)
+        return;
     read_step(s);
     /* TLS may hold decrypted bytes the socket will not signal again */
-    if (s->state != SERVER_CLOSING && ev_is_active(w))
-        relay_read_on(loop, &s->conn, true);
+    if (s->state != SERVER_CLOSING && ev_is_active(&s->conn.rio))
+        relay_read_on(proxy_of(s)->loop, &s->conn, true);
 }
 
 static void read_step(struct server *s)
@@ -842,6 +851,7 @@ struct server *server_new(struct pool *pool)
     p->stats.servers_total++;
     s->connect_ms = s->state_since_ms = s->last_used_ms = proxy_now_ms();
     ev_io_init(&s->conn.rio, on_read, fd, EV_READ);
+    s->conn.is_server = true;
     ev_io_init(&s->conn.wio, on_write, fd, EV_WRITE);
     ev_timer_init(&s->timer, on_timer, (double) p->cfg->server_connect_timeout / 1000.0, 0.0);
     ev_timer_start(p->loop, &s->timer);

@@ -171,6 +171,9 @@ void client_attach_server(struct client *c, struct server *s);
 /* idle: nothing was in flight (the error is then given when the client next speaks). */
 void client_server_lost(struct client *c, const char *sqlstate, const char *msg, bool idle);
 
+/* The client's socket was readable (called in readiness order by the proxy's drain). */
+void client_read_ready(struct client *c);
+
 /* Relay: forwards what the client sent to its server (on client readable, server writable). */
 void client_pump(struct client *c);
 /* Admin console: handles the complete messages buffered (stops while a SUSPEND it asked for

@@ -29,6 +29,7 @@ struct backupctl;
 struct txn_registry;
 struct txn_intern;
 struct replicaset;
+struct conn;
 struct ryw;
 
 #define PROXY_MAX_LISTENERS  16
@@ -74,6 +75,8 @@ struct proxy {
     struct client *cancel_table[PROXY_CANCEL_BUCKETS];
     struct list_node dead_clients, dead_servers; /* closed this iteration, freed by reaper */
     ev_check reaper;
+    struct list_node ready;        /* connections readable this iteration, in readiness order */
+    ev_check drain;                /* reads them after every other callback of the iteration */
     uint8_t mock_key[32];          /* keeps SCRAM fake salts of unknown users stable */
     struct txn_registry *registry; /* prepared statement texts (transaction pooling) */
     struct txn_intern *interned;   /* parameter names and values, kept once */
@@ -134,6 +137,11 @@ void proxy_replica_changed(struct proxy *p, struct compute *c, int from, int to)
 void proxy_cancel_add(struct proxy *p, struct client *c);
 void proxy_cancel_del(struct proxy *p, struct client *c);
 struct client *proxy_cancel_find(struct proxy *p, uint32_t pid, uint32_t key);
+
+/* A client or server connection is readable: its read is done at the end of this loop
+   iteration, in the order the kernel reported readiness (libev calls back in reverse order,
+   which served the connection that waited longest last). */
+void proxy_defer_read(struct proxy *p, struct conn *c);
 
 /* Wall-clock milliseconds. */
 int64_t proxy_now_ms(void);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "pgtide/buf.h"
+#include "pgtide/list.h"
 #include "pgtide/sock.h"
 
 /* One end of a relay: a socket, its watchers, its input buffer and the scan state of the
@@ -19,11 +20,13 @@
 struct conn {
     struct sock sock;
     ev_io rio, wio;
-    struct buf *in;    /* bytes read from this socket, not yet consumed; NULL while idle */
-    uint32_t scan;     /* offset in in->data of the next byte not yet scanned (>= in->rpos) */
-    uint32_t skip;     /* body bytes of a pass-through message still to be scanned */
-    uint64_t bytes_in; /* bytes read from this socket */
-    bool tls_more;     /* TLS holds bytes beyond the last read: read again without a poll */
+    struct buf *in;         /* bytes read from this socket, not yet consumed; NULL while idle */
+    uint32_t scan;          /* offset in in->data of the next byte not yet scanned (>= in->rpos) */
+    uint32_t skip;          /* body bytes of a pass-through message still to be scanned */
+    uint64_t bytes_in;      /* bytes read from this socket */
+    bool tls_more;          /* TLS holds bytes beyond the last read: read again without a poll */
+    bool is_server;         /* embedded in a struct server (else a struct client) */
+    struct list_node ready; /* on proxy->ready: readable, its read waits for its turn */
 };
 
 enum relay_verdict {

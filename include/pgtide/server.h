@@ -106,6 +106,9 @@ void server_close(struct server *s, const char *reason);
 /* Relay: forwards what the server sent to its client (on server readable, client writable). */
 void server_pump(struct server *s);
 
+/* The server's socket was readable (called in readiness order by the proxy's drain). */
+void server_read_ready(struct server *s);
+
 /* Frees a closed server (called by the proxy after the loop iteration that closed it). */
 void server_free(struct server *s);
 
