@@ -47,6 +47,7 @@ import time
 
 import psycopg2
 
+from lib_replica import in_rotation, postmaster_of, replicas  # noqa: E402
 from lib_serverless import PGTIDE_BIN, Tide, check, finish, free_port, log, wait_until
 
 READERS = 6
@@ -240,23 +241,6 @@ def fresh_reads(dsn, n):
     for th in threads:
         th.join(90)
     return out
-
-
-def replicas(t):
-    return {r["name"]: r for r in t.admin_rows("SHOW COMPUTES") if r.get("role") == "replica"}
-
-
-def in_rotation(t, name):
-    r = replicas(t).get(name)
-    return r is not None and r["in_rotation"] == "yes"
-
-
-def postmaster_of(t, index):
-    try:
-        with open(os.path.join(t.data, "replicas", str(index), "postmaster.pid")) as f:
-            return int(f.readline())
-    except (OSError, ValueError):
-        return None
 
 
 def check_killed_sessions(on0):

@@ -15,11 +15,8 @@ import time
 
 import psycopg2
 
+from lib_replica import replicas
 from lib_serverless import BINDIR, PGTIDE_BIN, Tide, check, finish, free_port, log, wait_until
-
-
-def replicas(t):
-    return [r for r in t.admin_rows("SHOW COMPUTES") if r.get("role") == "replica"]
 
 
 def main():
@@ -41,7 +38,7 @@ def main():
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def serving():
-        rows = replicas(t)
+        rows = list(replicas(t).values())
         return bool(rows) and rows[0].get("in_rotation") == "yes"
 
     up = wait_until(serving, 50, 0.5)

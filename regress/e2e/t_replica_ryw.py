@@ -15,35 +15,12 @@ transaction is routed anew):
    and miss the row (the test is able to fail): the replica is put back in rotation, paused
    again, a row written and read at once, until such a stale read is seen (a few rounds).
 """
-import os
-import subprocess
-
 import psycopg2
 
-from lib_serverless import BINDIR, Tide, check, finish, free_port, log, wait_until
+from lib_replica import direct, in_rotation
+from lib_serverless import Tide, check, finish, free_port, wait_until
 
-PSQL = os.path.join(BINDIR, "psql")
 TRIES = 50
-
-
-def direct(t, port, sql):
-    """sql on a compute's private socket as postgres; stdout stripped, or None."""
-    run = os.path.join(t.data, "run")
-    r = subprocess.run([PSQL, "-X", "-At", f"host={run} port={port} user=postgres dbname=postgres",
-                        "-c", sql], capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        log(f"direct {port} {sql!r}: {r.stderr.strip()}")
-        return None
-    return r.stdout.strip()
-
-
-def replicas(t):
-    return [r for r in t.admin_rows("SHOW COMPUTES") if r.get("role") == "replica"]
-
-
-def in_rotation(t, names):
-    rows = {r["name"]: r for r in replicas(t)}
-    return all(n in rows and rows[n].get("in_rotation") == "yes" for n in names)
 
 
 class Reader:
@@ -94,7 +71,7 @@ def scenario(mode):
     wk.execute("CREATE TABLE ryw (id int PRIMARY KEY, v text)")
     r = t.admin("SCALE REPLICAS 2")
     check(r.returncode == 0, f"{mode}: SCALE REPLICAS 2")
-    check(wait_until(lambda: in_rotation(t, ["replica-0", "replica-1"]), 120, 0.3),
+    check(wait_until(lambda: in_rotation(t, "replica-0", "replica-1"), 120, 0.3),
           f"{mode}: two replicas in rotation")
     reader = Reader(reader_dsn, long_lived=(mode == "transaction"))
     next_id = [1]
@@ -151,7 +128,7 @@ def scenario(mode):
         lsn = direct(t, 5432, "SELECT pg_current_wal_insert_lsn()")
         wait_until(lambda: direct(t, paused, "SELECT pg_last_wal_replay_lsn() >= "
                                   f"'{lsn}'::pg_lsn") == "t", 30, 0.05)
-        check(wait_until(lambda: in_rotation(t, [name]), 30, 0.05),
+        check(wait_until(lambda: in_rotation(t, name), 30, 0.05),
               f"{mode}: round {rnd}: {name} back in rotation")
         direct(t, paused, "SELECT pg_wal_replay_pause()")
         wk.execute("INSERT INTO ryw VALUES (%s, 'x')", (next_id[0],))

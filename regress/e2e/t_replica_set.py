@@ -21,44 +21,9 @@ import signal
 import subprocess
 import urllib.request
 
-from lib_serverless import BINDIR, PGTIDE_BIN, Tide, check, finish, free_port, log, wait_until
+from lib_replica import direct, in_rotation, postmaster_of, replicas
+from lib_serverless import PGTIDE_BIN, PSQL, Tide, check, finish, free_port, wait_until
 
-PSQL = os.path.join(BINDIR, "psql")
-
-
-def replicas(t):
-    return [r for r in t.admin_rows("SHOW COMPUTES") if r.get("role") == "replica"]
-
-
-def replica(t, name):
-    for r in replicas(t):
-        if r.get("name") == name:
-            return r
-    return None
-
-
-def direct(t, port, sql, timeout=30):
-    """Runs sql on a compute's private socket as postgres; returns stdout stripped or None."""
-    run = os.path.join(t.data, "run")
-    r = subprocess.run([PSQL, "-X", "-At", f"host={run} port={port} user=postgres dbname=postgres",
-                        "-c", sql], capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        log(f"direct {port} {sql!r}: {r.stderr.strip()}")
-        return None
-    return r.stdout.strip()
-
-
-def in_rotation(t, name):
-    r = replica(t, name)
-    return r is not None and r["in_rotation"] == "yes"
-
-
-def postmaster_of(t, index):
-    try:
-        with open(os.path.join(t.data, "replicas", str(index), "postmaster.pid")) as f:
-            return int(f.readline())
-    except (OSError, ValueError):
-        return None
 
 
 def replica_processes(t):
@@ -107,9 +72,9 @@ def main():
     # 1. two replicas
     r = t.admin("SCALE REPLICAS 2")
     check(r.returncode == 0 and r.stdout.strip() == "SCALE", f"SCALE REPLICAS 2 answered SCALE")
-    ok = wait_until(lambda: in_rotation(t, "replica-0") and in_rotation(t, "replica-1"), 60, 0.2)
+    ok = wait_until(lambda: in_rotation(t, "replica-0", "replica-1"), 60, 0.2)
     check(ok, "two replicas in rotation")
-    rows = {x["name"]: x for x in replicas(t)}
+    rows = replicas(t)
     check(len(rows) == 2, f"SHOW COMPUTES lists two replica rows ({sorted(rows)})")
     ports = {n: int(x["port"]) for n, x in rows.items()}
     check(ports == {"replica-0": 5433, "replica-1": 5434}, f"replica ports 5433+N ({ports})")
@@ -131,7 +96,7 @@ def main():
     check(direct(t, 5434, "SELECT pg_wal_replay_pause()") is not None, "replay paused on replica-1")
     t.psql("INSERT INTO r SELECT g, 'z' FROM generate_series(1501, 3000) g")
     ok = wait_until(lambda: not in_rotation(t, "replica-1"), 30, 0.2)
-    r1 = replica(t, "replica-1") or {}
+    r1 = replicas(t).get("replica-1") or {}
     check(ok, f"replica-1 left rotation ({r1.get('rotation_note')}, lag {r1.get('lag_bytes')} B)")
     check(r1.get("rotation_note") in ("replay paused", "lagging"), "the reason is shown")
     check(int(r1.get("lag_bytes") or 0) > 0, "its lag in bytes is above 0")
