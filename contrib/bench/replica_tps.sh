@@ -57,38 +57,20 @@ while getopts "s:c:j:T:r:w:u:R:h" o; do
     esac
 done
 
-port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-DIR=$(mktemp -d /tmp/pgtide-replica-tps.XXXXXX)
-chmod 755 "$DIR"
-PORT=$(port)
-RPORT=$(port)
-PID=
-cleanup() {
-    [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-"$PGTIDE_BIN" -D "$DIR/data" -c listen_port="$PORT" -c read_port="$RPORT" -c unix_socket_dir="$DIR" \
-    -c metrics_listen= -c pause_after=0 -c suspend_after=0 -c pool_mode=session \
-    -c compute_units="$CU" -c replica_units="$CU" -c min_cu="$CU" -c max_cu="$CU" \
-    >"$DIR/pgtide.log" 2>&1 &
-PID=$!
-for _ in $(seq 1 600); do
-    [ -s "$DIR/data/initial-password" ] && break
-    sleep 0.1
-done
-export PGPASSWORD
-PGPASSWORD=$(head -1 "$DIR/data/initial-password")
-export PGSSLMODE=disable PGCONNECT_TIMEOUT=60
+# shellcheck source=../../regress/lib/pgtest.sh
+. "$HERE/../../regress/lib/pgtest.sh"
+export PGTIDE_BIN
+RPORT=$(pgt_free_port)
+# its own embedded pgtide (killed and removed at exit by pgtest.sh)
+pgt_start_pgtide_embedded "read_port=$RPORT" pause_after=0 suspend_after=0 pool_mode=session \
+    "compute_units=$CU" "replica_units=$CU" "min_cu=$CU" "max_cu=$CU"
+DIR=$TIDE_DIR
+PORT=$TIDE_PORT
+PID=$TIDE_PID
+export PGPASSWORD=$TIDE_PASSWORD PGSSLMODE=disable PGCONNECT_TIMEOUT=60
 CONN="host=127.0.0.1 port=$PORT user=postgres"
 READER="host=127.0.0.1 port=$RPORT user=postgres dbname=postgres"
 admin() { "$PGBIN/psql" -X -At -F '|' "$CONN dbname=pgtide" -c "$1"; }
-for _ in $(seq 1 100); do
-    "$PGBIN/psql" -X -At "$CONN dbname=postgres" -c "select 1" >/dev/null 2>&1 && break
-    sleep 0.2
-done
 
 # "name|state|pid|cu|cpu_enforcement|cpu_quota|in_rotation" per compute, from the header's names
 computes() {
