@@ -1020,8 +1020,10 @@ static void do_suspend(struct client *c)
         compute_wake(p->primary); /* snapshots need it thawed */
     log_action(c, "SUSPEND");
     p->suspend_waiter = c->id;
+    c->admin_waiting = true; /* before: a round may end at once */
     if (park_begin(p) == 0) {
         p->suspend_waiter = 0;
+        c->admin_waiting = false;
         if (compute_get_state(p->primary) != COMPUTE_SUSPENDING &&
             compute_get_state(p->primary) != COMPUTE_SUSPENDED) {
             answer_error(c, "55000", "compute is not running (state: %s)",

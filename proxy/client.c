@@ -1039,7 +1039,7 @@ void client_pump_admin(struct client *c)
 {
     struct buf *b = c->conn.in;
     while (c->state == CLIENT_ADMIN && !c->close_pending && b != NULL && buf_len(b) > 0 &&
-           c->proxy->suspend_waiter != c->id && !c->admin_waiting) {
+           !c->admin_waiting) {
         struct pkt_hdr h;
         enum pkt_status st = pkt_read_hdr(b->data + b->rpos, buf_len(b), BUF_SIZE - 1, &h);
         if (st == PKT_INCOMPLETE)
@@ -1061,10 +1061,9 @@ void client_pump_admin(struct client *c)
         return;
     /* waiting for a late answer with a full buffer: stop reading (a read into a full buffer
        returns nothing and the watcher would fire again at once) until it is answered */
-    bool waiting = c->admin_waiting || c->proxy->suspend_waiter == c->id;
     b = c->conn.in;
     relay_read_on(c->proxy->loop, &c->conn,
-                  !(waiting && b != NULL && buf_space(b) == 0 && b->rpos == 0));
+                  !(c->admin_waiting && b != NULL && buf_space(b) == 0 && b->rpos == 0));
     (void) flush_out(c);
 }
 

@@ -164,6 +164,7 @@ static void answer_waiter(struct proxy *p)
         struct client *a = container_of(it, struct client, node);
         if (a->id != id || a->state != CLIENT_ADMIN)
             continue;
+        a->admin_waiting = false;
         struct pkt_builder *ob = client_out(a);
         if (p->park_failed) {
             pkt_write_error(ob, "ERROR", "55000", p->park_reason, NULL, NULL);

@@ -127,7 +127,7 @@ struct client {
     bool skip_sync; /* a request failed in pgtide: drop messages up to the Sync */
     bool welcomed;  /* AuthenticationOk .. ReadyForQuery sent */
     bool admin;
-    bool admin_waiting; /* admin console: a late answer (BACKUP, SHOW USAGE) is due first */
+    bool admin_waiting; /* admin console: a late answer (SUSPEND, BACKUP, SHOW USAGE) is due */
     bool custom_opaque; /* it set a custom setting pgtide could not name: not parkable */
     bool reader;        /* reader endpoint or options=-c pgtide.route=replica: served by replicas */
     char txn;           /* last ReadyForQuery status seen by the client: 'I', 'T', 'E' */
