@@ -22,6 +22,7 @@
 #include "pgtide/autoscale.h"
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
+#include "pgtide/hub.h"
 #include "pgtide/list.h"
 #include "pgtide/log.h"
 #include "pgtide/metrics.h"
@@ -54,6 +55,7 @@ struct app {
     struct account *account;            /* usage ledger (issue 5) */
     struct metrics *metrics;            /* Prometheus endpoint (issue 5); NULL when off */
     struct replicaset *replicas;        /* read replicas (issue 6); NULL with the static provider */
+    struct hub *hub;                    /* data-plane worker threads (issue 4); NULL: workers = 1 */
     ev_signal sighup, sigterm, sigint;
     ev_timer drain;
     bool stopping;
@@ -232,9 +234,28 @@ static void seed_auth_cache(struct app *a)
         return;
     char verifier[SECRET_SCRAM_MAX_TEXT];
     if (secret_make_scram(pw, 4096, verifier, sizeof(verifier)) > 0)
-        (void) authdb_seed(a->proxy->authdb, "postgres", verifier);
+        for (int i = 0; i < proxy_count(a->proxy); i++)
+            (void) authdb_seed(proxy_nth(a->proxy, i)->authdb, "postgres", verifier);
     OPENSSL_cleanse(pw, strlen(pw));
     free(pw);
+}
+
+/* workers > 1 (or 0 = one per CPU, when there are several): the data plane moves to worker
+   threads with their own listeners; the main loop keeps the control plane (hub.h). */
+static int start_workers(struct app *a, char *err, size_t errlen)
+{
+    int n = a->cfg->workers > 0 ? a->cfg->workers : hub_default_workers();
+    if (n > HUB_MAX_WORKERS)
+        n = HUB_MAX_WORKERS;
+    if (n <= 1)
+        return 0;
+    a->hub = hub_new(a->proxy, n, err, errlen);
+    if (a->hub == NULL)
+        return -1;
+    for (int i = 1; i <= n; i++)
+        if (proxy_listen(hub_worker(a->hub, i), err, errlen) != 0)
+            return -1;
+    return 0;
 }
 
 static void print_connect_info(struct app *a)
@@ -389,6 +410,7 @@ static int cmd_run(struct app *a)
         config_unref(a->cfg);
         return 1;
     }
+    hub_main_thread();
     a->loop = ev_default_loop(EVFLAG_AUTO);
     struct compute_hooks hooks = {on_compute, a};
     a->primary = compute_new(a->loop, a->cfg, &a->store, COMPUTE_PRIMARY, &hooks);
@@ -438,9 +460,14 @@ static int cmd_run(struct app *a)
         a->replicas = replicaset_new(a->loop, a->cfg, &a->store, a->primary, &rhooks);
         a->proxy->replicas = a->replicas;
     }
+    if (start_workers(a, err, sizeof(err)) != 0) {
+        log_fatal("%s", err);
+        return 1;
+    }
     if (created)
         seed_auth_cache(a);
-    if (proxy_listen(a->proxy, err, sizeof(err)) != 0) {
+    if (proxy_listen(a->proxy, err, sizeof(err)) != 0 ||
+        (a->hub != NULL && hub_run(a->hub, err, sizeof(err)) != 0)) {
         log_fatal("%s", err);
         return 1;
     }
@@ -454,6 +481,8 @@ static int cmd_run(struct app *a)
     }
     print_connect_info(a);
     ev_run(a->loop, 0);
+    hub_stop(a->hub); /* the workers' clients are gone (drained or closed) */
+    a->hub = NULL;
     a->proxy->replicas = NULL; /* issue 6: replicas stop before the primary */
     replicaset_free(a->replicas);
     a->replicas = NULL;

@@ -1,8 +1,8 @@
 /*
- * buf: a free list of fixed-size relay buffers. The list is per process and single-threaded
- * (the data plane runs on one event loop); it caps how many idle buffers it keeps, and buf_trim
- * frees those that no one took since its last call, so memory returns to the allocator after a
- * burst.
+ * buf: a free list of fixed-size relay buffers. The list is per thread (each worker's loop has
+ * its own; a buffer taken on one thread may be given back on another); it caps how many idle
+ * buffers it keeps, and buf_trim frees those that no one took since its last call, so memory
+ * returns to the allocator after a burst.
  */
 #include "pgtide/buf.h"
 
@@ -11,10 +11,10 @@
 
 #define BUF_POOL_MAX 256
 
-static struct buf *free_list;
-static size_t free_count;
-static size_t free_low; /* fewest pooled since the last buf_trim: these were not needed */
-static size_t allocated;
+static __thread struct buf *free_list;
+static __thread size_t free_count;
+static __thread size_t free_low; /* fewest pooled since the last buf_trim: these were not needed */
+static size_t allocated;         /* every thread's (atomic) */
 
 struct buf *buf_get(void)
 {
@@ -28,7 +28,7 @@ struct buf *buf_get(void)
         b = malloc(sizeof(*b));
         if (b == NULL)
             return NULL;
-        allocated++;
+        __atomic_add_fetch(&allocated, 1, __ATOMIC_RELAXED);
     }
     b->next_free = NULL;
     b->rpos = b->wpos = 0;
@@ -41,7 +41,7 @@ void buf_put(struct buf *b)
         return;
     if (free_count >= BUF_POOL_MAX) {
         free(b);
-        allocated--;
+        __atomic_sub_fetch(&allocated, 1, __ATOMIC_RELAXED);
         return;
     }
     b->next_free = free_list;
@@ -74,7 +74,7 @@ int buf_append(struct buf *b, const void *p, size_t len)
 
 size_t buf_allocated(void)
 {
-    return allocated;
+    return __atomic_load_n(&allocated, __ATOMIC_RELAXED);
 }
 
 size_t buf_pooled(void)
@@ -88,8 +88,14 @@ void buf_trim(void)
         struct buf *b = free_list;
         free_list = b->next_free;
         free_count--;
-        allocated--;
+        __atomic_sub_fetch(&allocated, 1, __ATOMIC_RELAXED);
         free(b);
     }
     free_low = free_count;
+}
+
+void buf_free_pooled(void)
+{
+    free_low = free_count;
+    buf_trim();
 }

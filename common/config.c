@@ -265,6 +265,8 @@ static const struct key_def keys[] = {
     {"replica_scale_wait", KT_DURATION, F(replica_scale_wait), "1s", true, 0, DAY_MS, NULL, NULL},
     /* read-your-writes (issue 6: routing) */
     {"read_your_writes", KT_ENUM, F(read_your_writes), "off", true, 0, 0, onoff_names, NULL},
+    /* data-plane worker threads (issue 4: multi-core, hub.h); 0 = one per CPU */
+    {"workers", KT_INT, F(workers), "0", false, 0, 31, NULL, NULL},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -736,7 +738,7 @@ struct config *config_copy(const struct config *c)
 
 struct config *config_ref(struct config *c)
 {
-    c->refcount++;
+    __atomic_add_fetch(&c->refcount, 1, __ATOMIC_RELAXED); /* worker threads hold snapshots */
     return c;
 }
 
@@ -744,7 +746,7 @@ void config_unref(struct config *c)
 {
     if (c == NULL)
         return;
-    if (--c->refcount > 0)
+    if (__atomic_sub_fetch(&c->refcount, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     free_strings(c);
     free(c);

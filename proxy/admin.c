@@ -29,6 +29,7 @@
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
 #include "pgtide/list.h"
+#include "pgtide/hub.h"
 #include "pgtide/log.h"
 #include "pgtide/park.h"
 #include "pgtide/pkt.h"
@@ -352,18 +353,23 @@ static void show_clients(struct client *c)
                                        "bytes_recv",
                                        "bytes_sent",
                                        "txn",
-                                       "parkable"};
+                                       "parkable",
+                                       "worker"};
     struct proxy *p = c->proxy;
     int64_t now = proxy_now_ms();
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
-        const struct client *cl = container_of(it, struct client, node);
-        if (cl->state == CLIENT_CLOSING)
-            continue;
-        client_row(&r, cl, now);
-        rs_row(&rs, &r);
+    for (int k = 0; k < proxy_count(p); k++) {
+        const struct proxy *w = proxy_nth(p, k);
+        for (struct list_node *it = w->clients.next; it != &w->clients; it = it->next) {
+            const struct client *cl = container_of(it, struct client, node);
+            if (cl->state == CLIENT_CLOSING)
+                continue;
+            client_row(&r, cl, now);
+            cell_fmt(&r, "%d", w->worker);
+            rs_row(&rs, &r);
+        }
     }
     rs_end(&rs);
 }
@@ -399,19 +405,23 @@ static void server_row(struct row *r, const struct proxy *p, const struct server
 static void show_servers(struct client *c)
 {
     static const char *const cols[] = {
-        "type",         "user", "database", "state",      "addr", "port",     "connect_time",
-        "request_time", "ptr",  "link",     "remote_pid", "txn",  "in_flight"};
+        "type",         "user", "database", "state",      "addr", "port",      "connect_time",
+        "request_time", "ptr",  "link",     "remote_pid", "txn",  "in_flight", "worker"};
     struct proxy *p = c->proxy;
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    for (struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
-        const struct pool *pool = container_of(pt, struct pool, node);
-        const struct list_node *lists[] = {&pool->opening, &pool->idle, &pool->used};
-        for (size_t i = 0; i < 3; i++) {
-            for (const struct list_node *it = lists[i]->next; it != lists[i]; it = it->next) {
-                server_row(&r, p, container_of(it, struct server, node));
-                rs_row(&rs, &r);
+    for (int k = 0; k < proxy_count(p); k++) {
+        const struct proxy *w = proxy_nth(p, k);
+        for (struct list_node *pt = w->pools.next; pt != &w->pools; pt = pt->next) {
+            const struct pool *pool = container_of(pt, struct pool, node);
+            const struct list_node *lists[] = {&pool->opening, &pool->idle, &pool->used};
+            for (size_t i = 0; i < 3; i++) {
+                for (const struct list_node *it = lists[i]->next; it != lists[i]; it = it->next) {
+                    server_row(&r, p, container_of(it, struct server, node));
+                    cell_fmt(&r, "%d", w->worker);
+                    rs_row(&rs, &r);
+                }
             }
         }
     }
@@ -422,28 +432,16 @@ static void show_servers(struct client *c)
 
 static void pool_row(struct row *r, const struct proxy *p, const struct pool *pool, int64_t now)
 {
-    int active = 0, waiting = 0;
-    int64_t oldest = 0;
-    for (const struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
-        const struct client *cl = container_of(it, struct client, node);
-        if (cl->pool != pool)
-            continue;
-        if (cl->state == CLIENT_ACTIVE) {
-            active++;
-        } else if (cl->state == CLIENT_HELD || cl->state == CLIENT_WAITING) {
-            waiting++;
-            if (cl->wait_start_ms > 0 && (oldest == 0 || cl->wait_start_ms < oldest))
-                oldest = cl->wait_start_ms;
-        }
-    }
+    struct pool_sum sum;
+    pool_sum(p, pool, &sum); /* over every worker */
     cell_str(r, pool->database);
     cell_str(r, pool->user);
-    cell_fmt(r, "%d", active);
-    cell_fmt(r, "%d", waiting);
-    cell_u64(r, list_count(&pool->used));
-    cell_u64(r, list_count(&pool->idle));
-    cell_u64(r, list_count(&pool->opening));
-    cell_wait(r, oldest > 0 ? now - oldest : 0);
+    cell_fmt(r, "%d", sum.cl_active);
+    cell_fmt(r, "%d", sum.cl_waiting);
+    cell_fmt(r, "%d", sum.used);
+    cell_fmt(r, "%d", sum.idle);
+    cell_fmt(r, "%d", sum.opening);
+    cell_wait(r, sum.oldest_wait_ms > 0 ? now - sum.oldest_wait_ms : 0);
     cell_str(r, config_pool_mode_name(p->cfg->pool_mode));
 }
 
@@ -457,21 +455,52 @@ static void show_pools(struct client *c)
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    for (struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
-        pool_row(&r, p, container_of(pt, struct pool, node), now);
-        rs_row(&rs, &r);
+    for (int k = 0; k < proxy_count(p); k++) {
+        const struct proxy *w = proxy_nth(p, k);
+        for (struct list_node *pt = w->pools.next; pt != &w->pools; pt = pt->next) {
+            const struct pool *pool = container_of(pt, struct pool, node);
+            if (pool_seen_before(p, k, pool))
+                continue;
+            pool_row(&r, p, pool, now);
+            rs_row(&rs, &r);
+        }
     }
     rs_end(&rs);
 }
 
-/* True when a pool before `pool` in the list has the same database (already reported). */
-static bool database_seen(const struct proxy *p, const struct pool *pool)
+/* True when a pool met before `pool` (over every worker, in order) has the same database. */
+static bool database_seen(const struct proxy *p, int k, const struct pool *pool)
 {
-    for (const struct list_node *it = p->pools.next; it != &pool->node; it = it->next) {
-        if (strcmp(container_of(it, struct pool, node)->database, pool->database) == 0)
-            return true;
+    for (int i = 0; i <= k; i++) {
+        const struct proxy *w = proxy_nth(p, i);
+        for (const struct list_node *it = w->pools.next; it != &w->pools; it = it->next) {
+            const struct pool *o = container_of(it, struct pool, node);
+            if (o == pool)
+                return false;
+            if (strcmp(o->database, pool->database) == 0)
+                return true;
+        }
     }
     return false;
+}
+
+/* One database's pools summed over every worker. */
+static void database_sum(const struct proxy *p, const char *database, uint64_t v[5])
+{
+    memset(v, 0, 5 * sizeof(v[0]));
+    for (int i = 0; i < proxy_count(p); i++) {
+        const struct proxy *w = proxy_nth(p, i);
+        for (const struct list_node *it = w->pools.next; it != &w->pools; it = it->next) {
+            const struct pool *o = container_of(it, struct pool, node);
+            if (strcmp(o->database, database) != 0)
+                continue;
+            v[0] += o->xacts;
+            v[1] += o->queries;
+            v[2] += o->bytes_recv;
+            v[3] += o->bytes_sent;
+            v[4] += o->wait_us;
+        }
+    }
 }
 
 /* One row per database (its pools summed); the pools keep no transaction or query times, so
@@ -485,33 +514,27 @@ static void show_stats(struct client *c)
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    for (struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
-        const struct pool *pool = container_of(pt, struct pool, node);
-        if (database_seen(p, pool))
-            continue;
-        uint64_t xacts = 0, queries = 0, recv = 0, sent = 0, wait = 0;
-        for (struct list_node *it = pt; it != &p->pools; it = it->next) {
-            const struct pool *o = container_of(it, struct pool, node);
-            if (strcmp(o->database, pool->database) != 0)
+    for (int k = 0; k < proxy_count(p); k++) {
+        const struct proxy *w = proxy_nth(p, k);
+        for (struct list_node *pt = w->pools.next; pt != &w->pools; pt = pt->next) {
+            const struct pool *pool = container_of(pt, struct pool, node);
+            if (database_seen(p, k, pool))
                 continue;
-            xacts += o->xacts;
-            queries += o->queries;
-            recv += o->bytes_recv;
-            sent += o->bytes_sent;
-            wait += o->wait_us;
+            uint64_t v[5];
+            database_sum(p, pool->database, v);
+            cell_str(&r, pool->database);
+            for (int i = 0; i < 4; i++)
+                cell_u64(&r, v[i]);
+            cell_str(&r, NULL);
+            cell_str(&r, NULL);
+            cell_u64(&r, v[4]);
+            cell_str(&r, NULL);
+            rs_row(&rs, &r);
         }
-        cell_str(&r, pool->database);
-        cell_u64(&r, xacts);
-        cell_u64(&r, queries);
-        cell_u64(&r, recv);
-        cell_u64(&r, sent);
-        cell_str(&r, NULL);
-        cell_str(&r, NULL);
-        cell_u64(&r, wait);
-        cell_str(&r, NULL);
-        rs_row(&rs, &r);
     }
-    const struct proxy_stats *st = &p->stats;
+    struct proxy_stats sum;
+    proxy_sum_stats(p, &sum);
+    const struct proxy_stats *st = &sum;
     cell_str(&r, "*");
     cell_u64(&r, st->xacts);
     cell_u64(&r, st->queries);
@@ -535,24 +558,31 @@ static void show_databases(struct client *c)
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    for (struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
-        const struct pool *pool = container_of(pt, struct pool, node);
-        cell_str(&r, pool->database);
-        if (p->primary != NULL) {
-            cell_str(&r, compute_host(p->primary));
-            cell_fmt(&r, "%d", compute_port(p->primary));
-        } else {
-            cell_str(&r, NULL);
-            cell_str(&r, NULL);
+    for (int k = 0; k < proxy_count(p); k++) {
+        const struct proxy *w = proxy_nth(p, k);
+        for (struct list_node *pt = w->pools.next; pt != &w->pools; pt = pt->next) {
+            const struct pool *pool = container_of(pt, struct pool, node);
+            if (pool_seen_before(p, k, pool))
+                continue;
+            struct pool_sum sum;
+            pool_sum(p, pool, &sum);
+            cell_str(&r, pool->database);
+            if (p->primary != NULL) {
+                cell_str(&r, compute_host(p->primary));
+                cell_fmt(&r, "%d", compute_port(p->primary));
+            } else {
+                cell_str(&r, NULL);
+                cell_str(&r, NULL);
+            }
+            cell_str(&r, pool->database);
+            cell_str(&r, NULL); /* force_user */
+            cell_fmt(&r, "%d", cfg->pool_size);
+            cell_fmt(&r, "%d", cfg->min_pool_size);
+            cell_str(&r, config_pool_mode_name(cfg->pool_mode));
+            cell_str(&r, "0"); /* no per-database limit (PgBouncer: 0 = unlimited) */
+            cell_fmt(&r, "%d", sum.nservers);
+            rs_row(&rs, &r);
         }
-        cell_str(&r, pool->database);
-        cell_str(&r, NULL); /* force_user */
-        cell_fmt(&r, "%d", cfg->pool_size);
-        cell_fmt(&r, "%d", cfg->min_pool_size);
-        cell_str(&r, config_pool_mode_name(cfg->pool_mode));
-        cell_str(&r, "0"); /* no per-database limit (PgBouncer: 0 = unlimited) */
-        cell_fmt(&r, "%d", pool->nservers);
-        rs_row(&rs, &r);
     }
     /* the console itself, as PgBouncer lists its "pgbouncer" database */
     const char *admin_row[] = {"pgtide", NULL, NULL,        "pgtide", NULL,
@@ -563,14 +593,27 @@ static void show_databases(struct client *c)
     rs_end(&rs);
 }
 
-static size_t server_count(const struct proxy *p)
+static size_t server_count(const struct proxy *home)
 {
     size_t n = 0;
-    for (const struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
-        const struct pool *pool = container_of(pt, struct pool, node);
-        n += list_count(&pool->opening) + list_count(&pool->idle) + list_count(&pool->used);
+    for (int k = 0; k < proxy_count(home); k++) {
+        const struct proxy *p = proxy_nth(home, k);
+        for (const struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
+            const struct pool *pool = container_of(pt, struct pool, node);
+            n += list_count(&pool->opening) + list_count(&pool->idle) + list_count(&pool->used);
+        }
     }
     return n;
+}
+
+/* The newest client activity on any worker. */
+static int64_t last_activity(const struct proxy *home)
+{
+    int64_t last = 0;
+    for (int k = 0; k < proxy_count(home); k++)
+        if (proxy_nth(home, k)->last_activity_ms > last)
+            last = proxy_nth(home, k)->last_activity_ms;
+    return last;
 }
 
 /* One row of SHOW COMPUTES: the primary (ri NULL) or a replica (issue 6). */
@@ -590,7 +633,7 @@ static void compute_row(struct rs *rs, struct row *r, struct client *c, struct c
         cell_u64(r, server_count(p));
     else
         cell_str(r, NULL);
-    cell_time(r, p->last_activity_ms);
+    cell_time(r, last_activity(p));
     cell_fmt(r, "%d", info.starts);
     cell_i64(r, info.last_start_ms);
     cell_str(r,
@@ -935,12 +978,10 @@ static void do_show(struct client *c, enum admincmd_show what)
 /* ---- commands that act ------------------------------------------------------------------- */
 
 /* RESUME: release the clients PAUSE held, and restart reading from sessions it stopped. */
-static void do_resume(struct client *c)
+static void resume_one(struct proxy *p)
 {
-    struct proxy *p = c->proxy;
     struct list_node *it, *tmp;
     p->paused = false;
-    log_action(c, "RESUME");
     if (!list_empty(&p->held) && p->primary != NULL) {
         if (compute_get_state(p->primary) != COMPUTE_RUNNING)
             compute_wake(p->primary); /* a thaw reports RUNNING at once, releasing them */
@@ -957,19 +998,28 @@ static void do_resume(struct client *c)
         if (cl->state == CLIENT_ACTIVE && cl->server != NULL && !cl->close_pending)
             client_pump(cl);
     }
+}
+
+static void do_resume(struct client *c)
+{
+    log_action(c, "RESUME");
+    for (int k = 0; k < proxy_count(c->proxy); k++)
+        resume_one(proxy_nth(c->proxy, k));
     if (!gone(c))
         answer_done(c, "RESUME");
 }
 
 static void do_kill(struct client *c, uint64_t id)
 {
-    struct proxy *p = c->proxy;
     struct client *target = NULL;
-    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
-        struct client *cl = container_of(it, struct client, node);
-        if (cl->id == id && !gone(cl)) {
-            target = cl;
-            break;
+    for (int k = 0; k < proxy_count(c->proxy) && target == NULL; k++) {
+        struct proxy *p = proxy_nth(c->proxy, k);
+        for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
+            struct client *cl = container_of(it, struct client, node);
+            if (cl->id == id && !gone(cl)) {
+                target = cl;
+                break;
+            }
         }
     }
     if (target == NULL) {
@@ -994,13 +1044,16 @@ static void do_suspend(struct client *c)
         answer_error(c, "55000", "cannot suspend: a backup is being taken from the compute");
         return;
     }
-    for (struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
-        const struct client *cl = container_of(it, struct client, node);
-        const struct server *s = cl->server;
-        if (s != NULL && cl->state != CLIENT_CLOSING && (s->txn != 'I' || s->in_flight > 0)) {
-            answer_error(c, "55000", "cannot suspend: client C-%" PRIu64 " is %s", cl->id,
-                         s->txn != 'I' ? "inside a transaction" : "running a query");
-            return;
+    for (int k = 0; k < proxy_count(p); k++) {
+        const struct proxy *w = proxy_nth(p, k);
+        for (struct list_node *it = w->clients.next; it != &w->clients; it = it->next) {
+            const struct client *cl = container_of(it, struct client, node);
+            const struct server *s = cl->server;
+            if (s != NULL && cl->state != CLIENT_CLOSING && (s->txn != 'I' || s->in_flight > 0)) {
+                answer_error(c, "55000", "cannot suspend: client C-%" PRIu64 " is %s", cl->id,
+                             s->txn != 'I' ? "inside a transaction" : "running a query");
+                return;
+            }
         }
     }
     if (park_in_progress(p)) {
@@ -1169,7 +1222,8 @@ static void run(struct client *c, const struct admincmd *cmd)
         do_set(c, cmd->key, cmd->value);
         break;
     case ADMINCMD_PAUSE:
-        p->paused = true;
+        for (int k = 0; k < proxy_count(p); k++)
+            proxy_nth(p, k)->paused = true;
         log_action(c, "PAUSE");
         answer_done(c, "PAUSE");
         break;
@@ -1221,7 +1275,11 @@ static void query(struct client *c, const uint8_t *body, uint32_t blen)
         answer_error(c, cmd.sqlstate, "%s", cmd.message);
         return;
     }
+    /* commands read and change the workers' clients, pools and servers: they wait meanwhile */
+    struct hub *h = c->proxy->hub;
+    hub_stw_begin(h);
     run(c, &cmd);
+    hub_stw_end(h);
 }
 
 void admin_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t blen)

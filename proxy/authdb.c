@@ -16,6 +16,7 @@
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
 #include "pgtide/list.h"
+#include "pgtide/hub.h"
 #include "pgtide/log.h"
 #include "pgtide/pgq.h"
 #include "pgtide/proxy.h"
@@ -293,7 +294,9 @@ struct authdb_req *authdb_lookup(struct authdb *a, const char *user, authdb_done
     }
     /* an unknown user wakes the compute once to be looked up */
     list_add_tail(&a->waiting, &r->node);
+    hub_lock(p);
     compute_wake(p->primary);
+    hub_unlock(p);
     return r;
 }
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "pgtide/admin.h"
+#include "pgtide/hub.h"
 #include "pgtide/authdb.h"
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
@@ -313,6 +314,7 @@ static void finish_close(struct client *c)
     struct proxy *p = c->proxy;
     list_del(&c->node);
     p->nclients--;
+    __atomic_sub_fetch(&p->home->clients_all, 1, __ATOMIC_RELAXED);
     relay_conn_close(&c->conn);
     out_free(c);
     /* freed at the end of this loop iteration: callers up the stack may still hold c */
@@ -821,7 +823,9 @@ static void request_server(struct client *c)
     if (c->reader && p->replicas != NULL && !p->paused) {
         /* read_your_writes: only replicas that replayed this (database, user)'s commits */
         uint64_t need = ryw_reader_lsn(p, c->database, c->user);
+        hub_lock(p);
         struct compute *r = replicaset_pick_at(p->replicas, need, compute_load, p);
+        hub_unlock(p);
         struct pool *pool = r != NULL ? pool_get_for(p, r, c->database, c->user) : NULL;
         if (pool != NULL) {
             c->pool = pool;
@@ -840,8 +844,11 @@ static void request_server(struct client *c)
     if (p->paused || compute_get_state(p->primary) != COMPUTE_RUNNING) {
         client_set_state(c, CLIENT_HELD);
         arm_timer(c, p->cfg->wake_timeout);
-        if (!p->paused)
+        if (!p->paused) {
+            hub_lock(p);
             compute_wake(p->primary);
+            hub_unlock(p);
+        }
         return;
     }
     client_set_state(c, CLIENT_WAITING);
@@ -899,14 +906,54 @@ static void negotiate_version(struct client *c, const struct pkt_startup *st)
     pkt_write_negotiate_version(outb(c), 0, st->unknown_pq, st->nunknown_pq);
 }
 
-static void handle_cancel(struct client *c, const struct pkt_startup *st)
+void client_cancel(struct client *target)
 {
-    struct client *target = proxy_cancel_find(c->proxy, st->cancel_pid, st->cancel_key);
-    if (target != NULL && target->server != NULL) {
+    if (target->server != NULL) {
         CLOG(LOG_LVL_INFO, target, "cancel request forwarded");
         server_send_cancel(target->server);
     }
+}
+
+static void handle_cancel(struct client *c, const struct pkt_startup *st)
+{
+    struct client *target = proxy_cancel_find(c->proxy, st->cancel_pid, st->cancel_key);
+    if (target != NULL) {
+        client_cancel(target);
+    } else if (c->proxy->hub != NULL) {
+        /* issued by another worker: the one that has it forwards it */
+        struct hub_msg m = {
+            .kind = HUB_CANCEL, .cancel_pid = st->cancel_pid, .cancel_key = st->cancel_key};
+        hub_broadcast(c->proxy->hub, c->proxy, &m);
+    }
     client_close(c, "cancel request");
+}
+
+/* A worker hands an admin console login to home, which serves the console: the socket, its
+   TLS session and the startup packet go over; this client closes without closing them. */
+static void hand_to_home(struct client *c, const uint8_t *pkt, uint32_t len)
+{
+    struct hub_msg m = {.kind = HUB_ADOPT};
+    struct buf *b = c->conn.in;
+    uint32_t rest = b != NULL ? buf_len(b) : 0;
+    m.conn.data = malloc((size_t) len + rest);
+    if (m.conn.data == NULL) {
+        client_fatal(c, "53200", "out of memory");
+        return;
+    }
+    memcpy(m.conn.data, pkt, len);
+    if (rest > 0)
+        memcpy(m.conn.data + len, b->data + b->rpos, rest);
+    m.conn.len = len + rest;
+    m.conn.fd = c->conn.sock.fd;
+    m.conn.ssl = c->conn.sock.ssl;
+    m.conn.is_unix = c->is_unix;
+    m.conn.reader = c->reader;
+    m.conn.alen = sizeof(c->addr) <= sizeof(m.conn.addr) ? (socklen_t) sizeof(c->addr) : 0;
+    memcpy(&m.conn.addr, &c->addr, m.conn.alen);
+    c->conn.sock.fd = -1;
+    c->conn.sock.ssl = NULL;
+    client_close(c, "admin console login: handed to the main thread");
+    hub_post(c->proxy->home, &m);
 }
 
 static void handle_startup_message(struct client *c, const struct pkt_startup *st)
@@ -976,6 +1023,10 @@ static void startup_packet(struct client *c, const uint8_t *p, uint32_t len)
         handle_cancel(c, &st);
         return;
     default:
+        if (c->proxy->worker > 0 && st.database != NULL && strcmp(st.database, "pgtide") == 0) {
+            hand_to_home(c, p, len);
+            return;
+        }
         handle_startup_message(c, &st);
     }
 }
@@ -1143,8 +1194,11 @@ static void read_step(struct client *c)
         client_pump_admin(c);
         break;
     case CLIENT_ACTIVE:
-        if (compute_get_state(c->proxy->primary) == COMPUTE_PAUSED)
+        if (compute_get_state(c->proxy->primary) == COMPUTE_PAUSED) {
+            hub_lock(c->proxy);
             compute_wake(c->proxy->primary); /* thaws synchronously */
+            hub_unlock(c->proxy);
+        }
         client_pump(c);
         break;
     case CLIENT_IDLE:
@@ -1229,40 +1283,72 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- public ----------------------------------------------------------------------------- */
 
-struct client *client_accept(struct proxy *p, struct listener *l, int fd,
+static struct client *accept_conn(struct proxy *p, bool is_unix, bool reader, int fd, SSL *ssl,
+                                  const struct sockaddr *addr, socklen_t alen);
+
+struct client *client_accept(struct proxy *p, bool is_unix, bool reader, int fd,
                              const struct sockaddr *addr, socklen_t alen)
+{
+    return accept_conn(p, is_unix, reader, fd, NULL, addr, alen);
+}
+
+static struct client *accept_conn(struct proxy *p, bool is_unix, bool reader, int fd, SSL *ssl,
+                                  const struct sockaddr *addr, socklen_t alen)
 {
     struct client *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         static const uint8_t oom[] = "EFATAL"; /* best effort is not worth it: just close */
         (void) oom;
+        SSL_free(ssl);
         close(fd);
         return NULL;
     }
     c->proxy = p;
-    c->id = ++p->next_client_id;
+    c->id = proxy_next_client_id(p);
     c->state = CLIENT_STARTUP;
-    c->is_unix = l->is_unix;
-    c->reader = l->reader;
+    c->is_unix = is_unix;
+    c->reader = reader;
     c->txn = 'I';
     if (alen > 0 && (size_t) alen <= sizeof(c->addr))
         memcpy(&c->addr, addr, (size_t) alen);
     relay_conn_init(&c->conn, fd);
+    c->conn.sock.ssl = ssl;
+    c->is_tls = ssl != NULL;
     list_init(&c->wait_node);
     list_add_tail(&p->clients, &c->node);
     p->nclients++;
+    int all = __atomic_add_fetch(&p->home->clients_all, 1, __ATOMIC_RELAXED); /* every worker's */
     p->stats.clients_total++;
     c->connect_ms = proxy_now_ms();
     ev_io_init(&c->conn.rio, on_read, fd, EV_READ);
     ev_io_init(&c->conn.wio, on_write, fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0.0, 0.0);
     ev_io_start(p->loop, &c->conn.rio);
-    if (p->nclients > p->cfg->max_client_conn) {
+    if (all > p->cfg->max_client_conn) {
         client_fatal(c, "53300", "sorry, too many clients already (max_client_conn = %d)",
                      p->cfg->max_client_conn);
         return c;
     }
     arm_timer(c, p->cfg->authentication_timeout);
+    return c;
+}
+
+struct client *client_adopt(struct proxy *p, struct hub_conn *hc)
+{
+    struct client *c = accept_conn(p, hc->is_unix, hc->reader, hc->fd, hc->ssl,
+                                   (struct sockaddr *) &hc->addr, hc->alen);
+    if (c == NULL) { /* the socket is closed */
+        free(hc->data);
+        return NULL;
+    }
+    if (hc->data != NULL && c->state == CLIENT_STARTUP) {
+        c->conn.in = buf_get();
+        if (c->conn.in == NULL || buf_append(c->conn.in, hc->data, hc->len) != 0)
+            client_fatal(c, "53200", "out of memory");
+        else
+            process_startup(c);
+    }
+    free(hc->data);
     return c;
 }
 

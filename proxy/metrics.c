@@ -25,6 +25,7 @@
 #include "pgtide/client.h"
 #include "pgtide/compute.h"
 #include "pgtide/list.h"
+#include "pgtide/hub.h"
 #include "pgtide/log.h"
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
@@ -57,7 +58,7 @@ struct metrics {
     int nconns;
     uint64_t wait_hist[METRICS_WAIT_BUCKETS + 1];
     uint64_t wait_count;
-    double wait_sum;
+    uint64_t wait_sum_us; /* worker threads add to these (atomic) */
     uint64_t scrapes;
 };
 
@@ -71,9 +72,9 @@ void metrics_observe_wait(struct metrics *m, uint64_t wait_us)
     int b = 0;
     while (b < METRICS_WAIT_BUCKETS && s > wait_bounds[b])
         b++;
-    m->wait_hist[b]++;
-    m->wait_count++;
-    m->wait_sum += s;
+    __atomic_fetch_add(&m->wait_hist[b], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&m->wait_count, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&m->wait_sum_us, wait_us, __ATOMIC_RELAXED);
 }
 
 /* ---- exposition --------------------------------------------------------------------------- */
@@ -156,13 +157,15 @@ static void histogram(struct sbuf *b, const char *name, const char *labels, cons
 static void render_clients(struct sbuf *b, struct metrics *m)
 {
     int counts[CLIENT_CLOSING + 1] = {0}, parked = 0;
-    const struct proxy *p = m->proxy;
-    for (const struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
-        const struct client *c = container_of(it, struct client, node);
-        if (c->state <= CLIENT_CLOSING)
-            counts[c->state]++;
-        if (c->parked != NULL)
-            parked++;
+    for (int k = 0; k < proxy_count(m->proxy); k++) {
+        const struct proxy *p = proxy_nth(m->proxy, k);
+        for (const struct list_node *it = p->clients.next; it != &p->clients; it = it->next) {
+            const struct client *c = container_of(it, struct client, node);
+            if (c->state <= CLIENT_CLOSING)
+                counts[c->state]++;
+            if (c->parked != NULL)
+                parked++;
+        }
     }
     family(b, "pgtide_clients", "gauge", "Client connections by state.");
     for (int s = 0; s <= CLIENT_CLOSING; s++)
@@ -175,18 +178,21 @@ static void render_clients(struct sbuf *b, struct metrics *m)
 static void render_servers(struct sbuf *b, struct metrics *m)
 {
     int counts[SERVER_CLOSING + 1] = {0};
-    const struct proxy *p = m->proxy;
     int npools = 0;
-    for (const struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
-        const struct pool *pool = container_of(pt, struct pool, node);
-        const struct list_node *lists[] = {&pool->opening, &pool->idle, &pool->used};
-        npools++;
-        for (size_t i = 0; i < 3; i++)
-            for (const struct list_node *it = lists[i]->next; it != lists[i]; it = it->next) {
-                const struct server *s = container_of(it, struct server, node);
-                if (s->state <= SERVER_CLOSING)
-                    counts[s->state]++;
-            }
+    for (int k = 0; k < proxy_count(m->proxy); k++) {
+        const struct proxy *p = proxy_nth(m->proxy, k);
+        for (const struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
+            const struct pool *pool = container_of(pt, struct pool, node);
+            const struct list_node *lists[] = {&pool->opening, &pool->idle, &pool->used};
+            if (!pool_seen_before(m->proxy, k, pool)) /* workers repeat pools: once each */
+                npools++;
+            for (size_t i = 0; i < 3; i++)
+                for (const struct list_node *it = lists[i]->next; it != lists[i]; it = it->next) {
+                    const struct server *s = container_of(it, struct server, node);
+                    if (s->state <= SERVER_CLOSING)
+                        counts[s->state]++;
+                }
+        }
     }
     family(b, "pgtide_servers", "gauge", "Server connections to computes by state.");
     for (int s = 0; s <= SERVER_CLOSING; s++)
@@ -196,7 +202,9 @@ static void render_servers(struct sbuf *b, struct metrics *m)
 
 static void render_totals(struct sbuf *b, struct metrics *m)
 {
-    const struct proxy_stats *st = &m->proxy->stats;
+    struct proxy_stats sum;
+    proxy_sum_stats(m->proxy, &sum);
+    const struct proxy_stats *st = &sum;
     counter(b, "pgtide_queries_total", "Queries completed (ReadyForQuery relayed).",
             (double) st->queries);
     counter(b, "pgtide_transactions_total", "Transactions completed (ReadyForQuery idle).",
@@ -217,7 +225,7 @@ static void render_totals(struct sbuf *b, struct metrics *m)
     family(b, "pgtide_client_wait_seconds", "histogram",
            "Time clients waited for a compute or a server connection.");
     histogram(b, "pgtide_client_wait_seconds", "", wait_bounds, METRICS_WAIT_BUCKETS, m->wait_hist,
-              m->wait_sum);
+              (double) m->wait_sum_us / 1e6);
     gauge(b, "pgtide_paused", "1 while the admin console PAUSE holds new queries.",
           m->proxy->paused ? 1 : 0);
     gauge(b, "pgtide_start_time_seconds", "Wall clock when pgtide started (Unix time).",
@@ -348,9 +356,11 @@ char *metrics_render(struct metrics *m, size_t *len)
     if (b.p == NULL)
         return NULL;
     b.p[0] = '\0';
+    hub_stw_begin(m->proxy->hub); /* the workers' clients and servers */
     render_clients(&b, m);
     render_servers(&b, m);
     render_totals(&b, m);
+    hub_stw_end(m->proxy->hub);
     render_computes(&b, m);
     render_replicas(&b, m);
     if (b.failed) {

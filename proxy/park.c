@@ -12,6 +12,7 @@
 #include "pgtide/client.h"
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
+#include "pgtide/hub.h"
 #include "pgtide/log.h"
 #include "pgtide/pkt.h"
 #include "pgtide/pool.h"
@@ -61,33 +62,38 @@ static bool snapshot_candidate(const struct client *c)
            !relay_has_pending(&c->conn) && !relay_has_pending(&s->conn) && !client_out_pending(c);
 }
 
-static void suspend_now(struct proxy *p)
+/* Home, with the workers stopped (or none). */
+static void suspend_now(struct proxy *home)
 {
-    pool_close_idle_all(p);
-    if (compute_suspend(p->primary) != 0)
+    for (int i = 0; i < proxy_count(home); i++)
+        pool_close_idle_all(proxy_nth(home, i));
+    if (compute_suspend(home->primary) != 0)
         log_warn("could not suspend the compute (state %s)",
-                 compute_state_name(compute_get_state(p->primary)));
+                 compute_state_name(compute_get_state(home->primary)));
 }
 
-int park_begin(struct proxy *p)
+int park_begin(struct proxy *home)
 {
     int n = 0;
-    p->park_failed = false;
-    p->park_reason[0] = '\0';
-    struct list_node *it, *tmp;
-    list_for_each_safe(it, tmp, &p->clients)
-    {
-        struct client *c = container_of(it, struct client, node);
-        if (!snapshot_candidate(c))
-            continue;
-        server_snapshot(c->server);
-        if (c->server != NULL && c->server->state == SERVER_PARK) {
-            n++;
-            p->parking++;
+    home->park_failed = false;
+    home->park_reason[0] = '\0';
+    for (int i = 0; i < proxy_count(home); i++) {
+        struct proxy *p = proxy_nth(home, i);
+        struct list_node *it, *tmp;
+        list_for_each_safe(it, tmp, &p->clients)
+        {
+            struct client *c = container_of(it, struct client, node);
+            if (!snapshot_candidate(c))
+                continue;
+            server_snapshot(c->server);
+            if (c->server != NULL && c->server->state == SERVER_PARK) {
+                n++;
+                home->parking++;
+            }
         }
     }
     if (n == 0)
-        suspend_now(p);
+        suspend_now(home);
     else
         log_info("parking %d idle session%s before suspending", n, n == 1 ? "" : "s");
     return n;
@@ -152,7 +158,7 @@ bad:
         free(cols[i]);
 }
 
-/* Tells an admin client that asked for SUSPEND how the round ended. */
+/* Tells an admin client that asked for SUSPEND how the round ended (home). */
 static void answer_waiter(struct proxy *p)
 {
     uint64_t id = p->suspend_waiter;
@@ -178,13 +184,40 @@ static void answer_waiter(struct proxy *p)
     }
 }
 
+void park_round_end(struct proxy *home)
+{
+    if (home->hub != NULL && !hub_on_main()) {
+        struct hub_msg m = {.kind = HUB_PARKED}; /* home ends it, on the main thread */
+        hub_post(home, &m);
+        return;
+    }
+    if (!home->park_failed) {
+        hub_stw_begin(home->hub);
+        suspend_now(home);
+        hub_stw_end(home->hub);
+    }
+    answer_waiter(home);
+}
+
+void park_server_lost(struct proxy *p)
+{
+    struct proxy *home = p->home;
+    hub_lock(p);
+    bool end = home->parking > 0 && --home->parking == 0;
+    home->park_failed = true;
+    hub_unlock(p);
+    if (end)
+        park_round_end(home);
+}
+
 /* One server's snapshot is over. */
 void park_done(struct server *s, const char *error)
 {
-    struct proxy *p = s->pool->proxy;
+    struct proxy *p = s->pool->proxy, *home = p->home;
     struct client *c = s->client;
-    if (p->parking > 0)
-        p->parking--;
+    hub_lock(p); /* the round's state is home's */
+    if (home->parking > 0)
+        home->parking--;
     bool keep = error != NULL || c == NULL || c->park_blocker != NULL ||
                 relay_has_pending(&c->conn) || c->close_pending;
     if (error != NULL && c != NULL) {
@@ -196,13 +229,13 @@ void park_done(struct server *s, const char *error)
         /* back to relaying; whatever the client sent meanwhile goes through now */
         if (c != NULL)
             park_clear(c);
-        p->park_failed = true;
+        home->park_failed = true;
         if (c != NULL && c->park_blocker != NULL)
-            snprintf(p->park_reason, sizeof(p->park_reason),
+            snprintf(home->park_reason, sizeof(home->park_reason),
                      "cannot suspend: client C-%llu cannot be parked: %s",
                      (unsigned long long) c->id, c->park_blocker);
         else
-            snprintf(p->park_reason, sizeof(p->park_reason),
+            snprintf(home->park_reason, sizeof(home->park_reason),
                      "cannot suspend: a session became busy while it was being parked");
         server_set_state(s, SERVER_ACTIVE);
         if (c != NULL) {
@@ -217,13 +250,13 @@ void park_done(struct server *s, const char *error)
         s->client = NULL;
         c->server = NULL;
         client_park(c);
+        server_set_state(s, SERVER_ACTIVE); /* its snapshot is in: not a lost one */
         server_close(s, "session parked");
     }
-    if (p->parking == 0) {
-        if (!p->park_failed)
-            suspend_now(p);
-        answer_waiter(p);
-    }
+    bool end = home->parking == 0;
+    hub_unlock(p);
+    if (end)
+        park_round_end(home);
 }
 
 int park_replay(const struct client *c, struct pkt_builder *b)

@@ -13,6 +13,7 @@
 #include "pgtide/client.h"
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
+#include "pgtide/hub.h"
 #include "pgtide/log.h"
 #include "pgtide/proxy.h"
 #include "pgtide/replica.h"
@@ -54,8 +55,29 @@ struct pool *pool_get_for(struct proxy *p, struct compute *compute, const char *
     list_init(&pool->idle);
     list_init(&pool->used);
     list_init(&pool->waiting);
+    if (p->hub != NULL && (pool->slot = hub_slot_get(p->hub, compute, database, user)) == NULL) {
+        free(pool->database);
+        free(pool->user);
+        free(pool);
+        return NULL;
+    }
     list_add_tail(&p->pools, &pool->node);
     return pool;
+}
+
+/* Room for one more server: below pool_size here, or, with workers, in their sum. */
+static bool room_take(struct pool *pool)
+{
+    const struct proxy *p = pool->proxy;
+    if (pool->slot == NULL)
+        return pool->nservers < p->cfg->pool_size;
+    return hub_slot_take(p->hub, pool->slot, p->worker, p->cfg->pool_size);
+}
+
+void pool_room_give(struct pool *pool)
+{
+    if (pool->slot != NULL)
+        hub_slot_give(pool->proxy->hub, pool->slot, pool->proxy->worker);
 }
 
 /* Opens servers while clients wait and there is room; each opening server serves one waiter. */
@@ -64,13 +86,17 @@ static void grow(struct pool *pool)
     struct proxy *p = pool->proxy;
     size_t want = list_count(&pool->waiting);
     size_t opening = list_count(&pool->opening);
-    while (opening < want && pool->nservers < p->cfg->pool_size) {
+    while (opening < want && room_take(pool)) {
         if (server_new(pool) == NULL) {
+            pool_room_give(pool);
             pool_login_failed(pool, "08006", "pgtide: could not connect to the server");
             return;
         }
         opening++;
     }
+    (void) p;
+    if (pool->slot != NULL && opening >= want)
+        hub_slot_satisfied(pool->slot, pool->proxy->worker);
 }
 
 void pool_learn_params(struct pool *pool, const struct server *s)
@@ -112,6 +138,11 @@ void pool_cancel_wait(struct pool *pool, struct client *c)
 void pool_server_idle(struct pool *pool, struct server *s)
 {
     struct list_node *first = list_first(&pool->waiting);
+    if (pool->slot != NULL &&
+        hub_slot_should_yield(pool->slot, pool->proxy->worker, first != NULL)) {
+        server_close(s, "pool room given to another worker");
+        return;
+    }
     if (first == NULL) {
         s->last_used_ms = proxy_now_ms();
         return;
@@ -139,8 +170,11 @@ void pool_login_failed(struct pool *pool, const char *sqlstate, const char *msg)
     bool unreachable = sqlstate == NULL || strncmp(sqlstate, "08", 2) == 0 ||
                        strncmp(sqlstate, "57P", 3) == 0 || strcmp(sqlstate, "53300") == 0;
     bool replica = p->replicas != NULL && pool->compute != p->primary && unreachable;
-    if (replica)
+    if (replica) {
+        hub_lock(p);
         replicaset_note_unreachable(p->replicas, pool->compute);
+        hub_unlock(p);
+    }
     /* every waiter beyond what the remaining opening servers can serve gets the error */
     size_t opening = list_count(&pool->opening);
     size_t waiting = list_count(&pool->waiting);
@@ -170,9 +204,41 @@ void pool_maintain(struct pool *pool, int64_t now_ms)
     }
     /* min_pool_size: keep that many open while the compute runs (never wakes it) */
     while (pool->nservers < cfg->min_pool_size && pool->nservers < cfg->pool_size &&
-           compute_get_state(pool->compute) == COMPUTE_RUNNING && !pool->proxy->shutting_down) {
-        if (server_new(pool) == NULL)
+           compute_get_state(pool->compute) == COMPUTE_RUNNING && !pool->proxy->shutting_down &&
+           room_take(pool)) {
+        if (server_new(pool) == NULL) {
+            pool_room_give(pool);
             break;
+        }
+    }
+    if (pool->slot != NULL && list_empty(&pool->waiting))
+        hub_slot_satisfied(pool->slot, pool->proxy->worker);
+}
+
+void pool_kick_all(struct proxy *p)
+{
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &p->pools)
+    {
+        struct pool *pool = container_of(it, struct pool, node);
+        if (!list_empty(&pool->waiting) && !p->shutting_down)
+            grow(pool);
+        else if (pool->slot != NULL)
+            hub_slot_satisfied(pool->slot, p->worker);
+    }
+}
+
+void pool_trim_for_others(struct proxy *p)
+{
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &p->pools)
+    {
+        struct pool *pool = container_of(it, struct pool, node);
+        struct list_node *first = list_first(&pool->idle);
+        if (pool->slot != NULL && first != NULL &&
+            hub_slot_should_yield(pool->slot, p->worker, !list_empty(&pool->waiting)))
+            server_close(container_of(first, struct server, node),
+                         "pool room given to another worker");
     }
 }
 
@@ -239,4 +305,60 @@ int pool_count_clients(const struct pool *pool, int state)
             n++;
     }
     return n;
+}
+
+static bool same_key(const struct pool *a, const struct pool *b)
+{
+    return a->compute == b->compute && strcmp(a->database, b->database) == 0 &&
+           strcmp(a->user, b->user) == 0;
+}
+
+bool pool_seen_before(const struct proxy *home, int k, const struct pool *pool)
+{
+    for (int i = 0; i <= k; i++) {
+        const struct proxy *p = proxy_nth(home, i);
+        for (const struct list_node *it = p->pools.next; it != &p->pools; it = it->next) {
+            const struct pool *o = container_of(it, struct pool, node);
+            if (o == pool)
+                return false;
+            if (same_key(o, pool))
+                return true;
+        }
+    }
+    return false;
+}
+
+void pool_sum(const struct proxy *home, const struct pool *pool, struct pool_sum *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < proxy_count(home); i++) {
+        const struct proxy *p = proxy_nth(home, i);
+        for (const struct list_node *it = p->pools.next; it != &p->pools; it = it->next) {
+            const struct pool *o = container_of(it, struct pool, node);
+            if (!same_key(o, pool))
+                continue;
+            out->nservers += o->nservers;
+            out->used += (int) list_count(&o->used);
+            out->idle += (int) list_count(&o->idle);
+            out->opening += (int) list_count(&o->opening);
+            out->queries += o->queries;
+            out->xacts += o->xacts;
+            out->wait_us += o->wait_us;
+            out->bytes_recv += o->bytes_recv;
+            out->bytes_sent += o->bytes_sent;
+            for (const struct list_node *c = p->clients.next; c != &p->clients; c = c->next) {
+                const struct client *cl = container_of(c, struct client, node);
+                if (cl->pool != o)
+                    continue;
+                if (cl->state == CLIENT_ACTIVE) {
+                    out->cl_active++;
+                } else if (cl->state == CLIENT_HELD || cl->state == CLIENT_WAITING) {
+                    out->cl_waiting++;
+                    if (cl->wait_start_ms > 0 &&
+                        (out->oldest_wait_ms == 0 || cl->wait_start_ms < out->oldest_wait_ms))
+                        out->oldest_wait_ms = cl->wait_start_ms;
+                }
+            }
+        }
+    }
 }

@@ -11,6 +11,7 @@
  * them. All completions arrive from loop callbacks, never from inside a relay handler.
  */
 #include "pgtide/ryw.h"
+#include "pgtide/hub.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,12 +316,21 @@ static void ryw_read_start(struct ryw *r)
 
 /* Stores lsn (or RYW_LSN_UNKNOWN) as the causal LSN of pool: the higher wins, unknown wins
    until a known value comes. */
+/* With worker threads, readers on any worker see it (hub.h). */
+static void ryw_publish(const struct pool *pool)
+{
+    const struct proxy *p = pool->proxy;
+    if (p->hub != NULL)
+        hub_ryw_note(p->hub, p->worker, pool->database, pool->user, pool->ryw_lsn);
+}
+
 static void ryw_store(struct pool *pool, bool ok, uint64_t lsn)
 {
     if (!ok)
         pool->ryw_lsn = RYW_LSN_UNKNOWN;
     else if (pool->ryw_lsn == RYW_LSN_UNKNOWN || pool->ryw_lsn < lsn)
         pool->ryw_lsn = lsn;
+    ryw_publish(pool);
 }
 
 /* The running read ended (r->failed or r->lsn): settles and releases what it covers. */
@@ -339,8 +349,10 @@ static void ryw_read_end(struct ryw *r)
         list_for_each_safe(it, tmp, &r->p->pools)
         {
             struct pool *pool = container_of(it, struct pool, node);
-            if (pool->ryw_lsn == RYW_LSN_UNKNOWN)
+            if (pool->ryw_lsn == RYW_LSN_UNKNOWN) {
                 pool->ryw_lsn = r->lsn; /* this read started after their failure */
+                ryw_publish(pool);
+            }
         }
         r->unknown = false;
     }
@@ -481,6 +493,7 @@ bool ryw_hold(struct server *s, const uint8_t *body, uint32_t blen)
     struct ryw *r = ryw_get(s->pool->proxy);
     if (r == NULL) {
         s->pool->ryw_lsn = RYW_LSN_UNKNOWN; /* out of memory: primary only, never stale */
+        ryw_publish(s->pool);
         return false;
     }
     bool start;
@@ -512,6 +525,8 @@ uint64_t ryw_reader_lsn(struct proxy *p, const char *database, const char *user)
 {
     if (!p->cfg->read_your_writes)
         return 0;
+    if (p->hub != NULL)
+        return hub_ryw_get(p->hub, database, user);
     struct pool *pool = pool_get(p, database, user);
     return pool != NULL ? pool->ryw_lsn : RYW_LSN_UNKNOWN;
 }

@@ -222,10 +222,8 @@ void server_close(struct server *s, const char *reason)
     /* a client waiting for nothing hears of it when it next speaks, as an answer it reads */
     bool idle = s->state == SERVER_ACTIVE && s->in_flight == 0 && s->q.count == 0 &&
                 !relay_has_pending(&s->conn);
-    if (s->state == SERVER_PARK && p->parking > 0) {
-        p->parking--;
-        p->park_failed = true;
-    }
+    if (s->state == SERVER_PARK)
+        park_server_lost(p); /* its snapshot will not come: the round fails */
     server_set_state(s, SERVER_CLOSING);
     list_del(&s->conn.ready);
     ryw_server_gone(s);
@@ -233,6 +231,7 @@ void server_close(struct server *s, const char *reason)
     ev_io_stop(p->loop, &s->conn.wio);
     ev_timer_stop(p->loop, &s->timer);
     pool->nservers--;
+    pool_room_give(pool);
     struct client *c = s->client;
     s->client = NULL;
     if (c != NULL) {
@@ -840,7 +839,7 @@ struct server *server_new(struct pool *pool)
         return NULL;
     }
     s->pool = pool;
-    s->id = ++p->next_server_id;
+    s->id = proxy_next_server_id(p);
     s->state = SERVER_CONNECTING;
     s->is_unix = is_unix;
     s->txn = 'I';

@@ -156,7 +156,7 @@ static void set_state(struct compute *c, enum compute_state to)
     int64_t now = compute_mono_ms();
     log_info("compute %s: %s -> %s (after %lld ms)", c->name, compute_state_name(from),
              compute_state_name(to), (long long) (now - c->state_since_mono));
-    c->state = to;
+    __atomic_store_n(&c->state, to, __ATOMIC_RELEASE); /* worker threads read it unlocked */
     c->state_since_mono = now;
     c->state_since_wall = compute_wall_ms();
     if (c->hooks.state_changed != NULL)
@@ -1050,7 +1050,7 @@ void compute_set_use_cgroup(struct compute *c, bool use_cgroup)
 
 enum compute_state compute_get_state(const struct compute *c)
 {
-    return c->state;
+    return __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
 }
 
 const char *compute_host(const struct compute *c)

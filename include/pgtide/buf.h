@@ -50,3 +50,6 @@ size_t buf_pooled(void);
 /* Frees the pooled buffers that stayed unused since the previous call (the fewest pooled at
    any time in between), so that a burst's buffers do not stay after it. Called periodically. */
 void buf_trim(void);
+
+/* Frees every buffer this thread keeps pooled (a worker thread that ends). */
+void buf_free_pooled(void);

@@ -135,8 +135,16 @@ struct client {
 };
 
 /* Takes an accepted descriptor. Returns NULL (descriptor closed) when out of memory. */
-struct client *client_accept(struct proxy *p, struct listener *l, int fd,
+struct client *client_accept(struct proxy *p, bool is_unix, bool reader, int fd,
                              const struct sockaddr *addr, socklen_t alen);
+
+/* A connection handed over by another proxy (hub.h): accepted here, its TLS session kept, the
+   bytes already read processed first. */
+struct hub_conn;
+struct client *client_adopt(struct proxy *p, struct hub_conn *hc);
+
+/* Forwards a CancelRequest for this client to the server running its query, if any. */
+void client_cancel(struct client *target);
 
 /* The transition table: true when from -> to is allowed (CLOSING is reachable from every
    state; nothing leaves CLOSING). */

@@ -45,6 +45,13 @@ void park_row(struct server *s, const uint8_t *body, uint32_t blen);
 /* The snapshot on s ended (its ReadyForQuery); error is the server's message if it failed. */
 void park_done(struct server *s, const char *error);
 
+/* A server closed while its snapshot ran: the round fails (and ends if it was the last). */
+void park_server_lost(struct proxy *p);
+
+/* The round is over (home): suspend if every session parked, and answer SUSPEND's waiter. From
+   a worker thread it is posted to home (HUB_PARKED). */
+void park_round_end(struct proxy *home);
+
 /* Appends the replay of c's parked session to b: one simple Query with the settings and SQL
    PREPAREs, then Parse+Sync per protocol-level statement. Returns the number of
    ReadyForQuery messages the server will send back for it (0 when nothing to replay). */

@@ -44,7 +44,10 @@ struct pool {
     /* read-your-writes (issue 6, ryw.h), in the primary's pool of (database, user): the WAL
        position its readers' replicas must have replayed; 0 = none, RYW_LSN_UNKNOWN = primary */
     uint64_t ryw_lsn;
+    struct hub_slot *slot; /* with worker threads: pool_size is shared with theirs (hub.h) */
 };
+
+struct hub_slot;
 
 /* Finds or creates the primary's pool for (database, user). NULL when out of memory. */
 struct pool *pool_get(struct proxy *p, const char *database, const char *user);
@@ -87,3 +90,25 @@ void pool_close_idle_all(struct proxy *p);
 
 /* Counts for SHOW POOLS. */
 int pool_count_clients(const struct pool *pool, int state);
+
+/* A pool over every worker (SHOW POOLS, STATS, DATABASES): each worker keeps its own pool of
+   the same (compute, database, user). Home, with the workers stopped. */
+struct pool_sum {
+    int nservers, used, idle, opening, cl_active, cl_waiting;
+    int64_t oldest_wait_ms;
+    uint64_t queries, xacts, wait_us, bytes_recv, bytes_sent;
+};
+void pool_sum(const struct proxy *home, const struct pool *pool, struct pool_sum *out);
+
+/* True when the walk over proxy_nth(home, 0..k) meets a pool of pool's key before pool itself
+   (it was reported already). */
+bool pool_seen_before(const struct proxy *home, int k, const struct pool *pool);
+
+/* A server of the pool closed: its room goes back to the workers' shared count. */
+void pool_room_give(struct pool *pool);
+
+/* Hub messages (a worker's own thread): room was freed elsewhere, so waiting clients may get a
+   server (HUB_POOLS); another worker waits at pool_size, so idle servers beyond this worker's
+   share close (HUB_TRIM). */
+void pool_kick_all(struct proxy *p);
+void pool_trim_for_others(struct proxy *p);

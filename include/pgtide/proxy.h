@@ -31,6 +31,8 @@ struct txn_intern;
 struct replicaset;
 struct conn;
 struct ryw;
+struct hub;
+struct hub_msg;
 
 #define PROXY_MAX_LISTENERS  16
 #define PROXY_CANCEL_BUCKETS 4096
@@ -102,6 +104,17 @@ struct proxy {
     struct metrics *metrics;   /* wait-time histogram, Prometheus endpoint */
     struct backupctl *backups; /* backups (issue 7), set by main; NULL when off (static) */
     struct ryw *ryw;           /* read-your-writes (issue 6): created at its first use */
+
+    /* worker threads (issue 4, hub.h); hub NULL: this proxy is the whole data plane */
+    struct hub *hub;
+    int worker;           /* 0: the main thread's proxy (home); 1..n: a worker */
+    struct proxy *home;   /* the main thread's proxy (itself for home) */
+    ev_async inbox_async; /* hub_post() wakes this proxy's loop */
+    ev_async stw_async;   /* hub_stw_begin() parks this worker */
+    int pub_active, pub_unparkable, pub_held; /* last idle tick's measure, read by home */
+    int64_t last_maintain_ms, last_trim_ms;
+    unsigned next_unix_worker; /* home: the worker that gets the next unix-socket client */
+    int clients_all;           /* home: clients of every proxy, for max_client_conn (atomic) */
 };
 
 /* Builds the context: TLS contexts (a self-signed certificate in DATA when none is configured),
@@ -109,19 +122,43 @@ struct proxy {
 struct proxy *proxy_new(struct ev_loop *loop, struct config *cfg, struct store *store,
                         struct compute *primary, char *err, size_t errlen);
 
-/* Opens the TCP and unix listeners and starts accepting. 0 or -1 + err. */
+/* A worker's proxy (hub.c): shares home's configuration, storage, computes, TLS contexts and
+   control-plane objects; has its own loop, listeners, clients, pools, cancel keys and auth
+   cache. NULL + err on failure. */
+struct proxy *proxy_new_worker(struct proxy *home, struct ev_loop *loop, int worker, char *err,
+                               size_t errlen);
+
+/* Handles a hub message on this proxy's own thread. */
+void proxy_handle_msg(struct proxy *p, struct hub_msg *m);
+
+/* Every proxy of the data plane, home first: proxy_count(home) is 1 without a hub. On the
+   main thread, workers may be read or changed only inside hub_stw_begin/end. */
+int proxy_count(const struct proxy *home);
+struct proxy *proxy_nth(const struct proxy *home, int i);
+
+/* SHOW STATS totals of every proxy (workers stopped). */
+void proxy_sum_stats(const struct proxy *home, struct proxy_stats *st);
+
+/* Client and server ids, unique across workers. */
+uint64_t proxy_next_client_id(struct proxy *p);
+uint64_t proxy_next_server_id(struct proxy *p);
+
+/* Opens the listeners and starts accepting: without a hub TCP and unix sockets; home with a
+   hub only the unix sockets (their clients are handed to the workers); a worker the TCP
+   ports with SO_REUSEPORT. 0 or -1 + err. */
 int proxy_listen(struct proxy *p, char *err, size_t errlen);
 
 /* Swaps in a new configuration snapshot (already validated; not-reloadable keys already kept).
-   Reloads hba and auth_file; keeps the old ones if the new ones do not parse. */
+   Reloads hba and auth_file; keeps the old ones if the new ones do not parse. On home, every
+   worker too. */
 void proxy_reload(struct proxy *p, struct config *cfg);
 
 /* Stops accepting. fast: closes every client now with 57P01. Otherwise clients are told nothing
-   and the caller waits for proxy_idle(). */
+   and the caller waits for proxy_idle(). On home these cover every worker. */
 void proxy_stop_accepting(struct proxy *p);
 void proxy_close_all(struct proxy *p, const char *reason);
 
-/* True when no client is connected. */
+/* True when no client is connected (on home: to any worker). */
 bool proxy_idle(const struct proxy *p);
 
 /* Frees everything (clients must be gone). */

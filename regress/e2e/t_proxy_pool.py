@@ -201,7 +201,10 @@ def test_killed_mid_query(t):
 
 
 def main():
-    t = Tide({"pool_size": 2, "query_wait_timeout": "60s"}, name="pool")
+    # one data-plane loop: the reuse of a server by the next client is asserted below, and with
+    # worker threads the next client may land on another worker, which opens its own server
+    # (the shared pool_size cap across workers is t_txn_workers')
+    t = Tide({"pool_size": 2, "query_wait_timeout": "60s", "workers": 1}, name="pool")
     for fn in (test_queueing, test_wait_timeout, test_reset, test_killed_in_txn,
                test_killed_mid_query):
         log(f"--- {fn.__name__}")

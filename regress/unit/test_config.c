@@ -659,6 +659,7 @@ START_TEST(test_foreach)
         "read_port",
         "replica_scale_wait",
         "read_your_writes",
+        "workers",
     };
     size_t n = sizeof(expected) / sizeof(expected[0]);
     struct config *c = config_new_defaults();
@@ -670,7 +671,7 @@ START_TEST(test_foreach)
     for (size_t i = 0; i < n; i++)
         ck_assert_str_eq(s.keys[i], expected[i]);
     ck_assert_uint_eq(s.changed, 1); /* only pool_size differs from its default */
-    ck_assert_uint_eq(s.fixed, 8);
+    ck_assert_uint_eq(s.fixed, 9);
     ck_assert(s.saw_pool_size && s.saw_wake_timeout && s.saw_auth_type);
 
     /* Every key's printed value parses back to the same value. */

@@ -318,6 +318,7 @@ static struct proxy *fake_proxy(void)
 {
     struct proxy *p = calloc(1, sizeof(*p));
     ck_assert_ptr_nonnull(p);
+    p->home = p; /* the whole data plane (no worker threads) */
     list_init(&p->clients);
     list_init(&p->held);
     list_init(&p->pools);
