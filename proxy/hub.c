@@ -460,12 +460,17 @@ bool hub_slot_take(struct hub *h, struct hub_slot *s, int worker, int limit)
     }
     if (ok)
         return true;
+    hub_slot_want(h, s, worker);
+    return false;
+}
+
+void hub_slot_want(struct hub *h, struct hub_slot *s, int worker)
+{
     uint32_t bit = 1u << worker;
     if ((__atomic_fetch_or(&s->demand, bit, __ATOMIC_RELAXED) & bit) == 0) {
         struct hub_msg m = {.kind = HUB_TRIM}; /* only when newly waiting: no storm */
         hub_broadcast(h, h->w[worker].proxy, &m);
     }
-    return false;
 }
 
 void hub_slot_give(struct hub *h, struct hub_slot *s, int worker)

@@ -86,6 +86,8 @@ static void grow(struct pool *pool)
     struct proxy *p = pool->proxy;
     size_t want = list_count(&pool->waiting);
     size_t opening = list_count(&pool->opening);
+    if (pool->yielding)
+        return; /* the room just given back is another worker's */
     while (opening < want && room_take(pool)) {
         if (server_new(pool) == NULL) {
             pool_room_give(pool);
@@ -135,12 +137,23 @@ void pool_cancel_wait(struct pool *pool, struct client *c)
     list_del(&c->wait_node);
 }
 
+/* Closes s so that a worker waiting at pool_size gets its room: this pool does not take the
+   room back itself (its own waiters are noted as demand, served when the others yield). */
+static void yield(struct pool *pool, struct server *s)
+{
+    pool->yielding = true;
+    server_close(s, "pool room given to another worker");
+    pool->yielding = false;
+    if (!list_empty(&pool->waiting))
+        hub_slot_want(pool->proxy->hub, pool->slot, pool->proxy->worker);
+}
+
 void pool_server_idle(struct pool *pool, struct server *s)
 {
     struct list_node *first = list_first(&pool->waiting);
     if (pool->slot != NULL &&
         hub_slot_should_yield(pool->slot, pool->proxy->worker, first != NULL)) {
-        server_close(s, "pool room given to another worker");
+        yield(pool, s);
         return;
     }
     if (first == NULL) {
@@ -237,8 +250,7 @@ void pool_trim_for_others(struct proxy *p)
         struct list_node *first = list_first(&pool->idle);
         if (pool->slot != NULL && first != NULL &&
             hub_slot_should_yield(pool->slot, p->worker, !list_empty(&pool->waiting)))
-            server_close(container_of(first, struct server, node),
-                         "pool room given to another worker");
+            yield(pool, container_of(first, struct server, node));
     }
 }
 

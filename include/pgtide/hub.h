@@ -113,6 +113,7 @@ struct hub_slot *hub_slot_get(struct hub *h, const struct compute *c, const char
 bool hub_slot_take(struct hub *h, struct hub_slot *s, int worker, int limit);
 void hub_slot_give(struct hub *h, struct hub_slot *s, int worker);
 void hub_slot_satisfied(struct hub_slot *s, int worker);
+void hub_slot_want(struct hub *h, struct hub_slot *s, int worker);
 bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_waiters);
 
 /* read-your-writes across workers: each worker mirrors its primary pool's causal LSN of

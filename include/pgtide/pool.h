@@ -45,6 +45,7 @@ struct pool {
        position its readers' replicas must have replayed; 0 = none, RYW_LSN_UNKNOWN = primary */
     uint64_t ryw_lsn;
     struct hub_slot *slot; /* with worker threads: pool_size is shared with theirs (hub.h) */
+    bool yielding;         /* closing a server for another worker: do not take its room back */
 };
 
 struct hub_slot;

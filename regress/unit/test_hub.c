@@ -1,0 +1,106 @@
+/*
+ * Unit tests of the rule that shares pool_size between worker threads (hub_slot_should_yield):
+ * a worker done with a server closes it instead of idling it only when another worker waits for
+ * room, and, if it has waiters of its own, only when it holds more than its share (more than one
+ * above the waiting worker, or any while the waiting one has none). With pool_size 1 and two
+ * busy workers the one server alternates; with 20 the split settles at 10/10 and stays.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgtide/hub.h"
+
+static struct hub_slot slot(int a, int b, uint32_t demand)
+{
+    struct hub_slot s;
+    memset(&s, 0, sizeof(s));
+    s.per[1] = a;
+    s.per[2] = b;
+    s.open = a + b;
+    s.demand = demand;
+    return s;
+}
+
+START_TEST(test_no_demand_keeps)
+{
+    struct hub_slot s = slot(20, 0, 0);
+    ck_assert(!hub_slot_should_yield(&s, 1, false));
+    ck_assert(!hub_slot_should_yield(&s, 1, true));
+    s = slot(20, 0, 1u << 1); /* only its own demand */
+    ck_assert(!hub_slot_should_yield(&s, 1, true));
+}
+END_TEST
+
+START_TEST(test_idle_server_goes_to_a_waiter)
+{
+    /* no waiter here, one there: give it back whatever the counts */
+    struct hub_slot s = slot(1, 19, 1u << 2);
+    ck_assert(hub_slot_should_yield(&s, 1, false));
+}
+END_TEST
+
+START_TEST(test_share_with_waiters_on_both)
+{
+    struct hub_slot s = slot(20, 0, 1u << 2);
+    ck_assert(hub_slot_should_yield(&s, 1, true)); /* the other has none */
+    s = slot(12, 8, 1u << 2);
+    ck_assert(hub_slot_should_yield(&s, 1, true));
+    s = slot(11, 9, 1u << 2);
+    ck_assert(hub_slot_should_yield(&s, 1, true));
+    s = slot(10, 10, 1u << 2); /* even: stays */
+    ck_assert(!hub_slot_should_yield(&s, 1, true));
+    s = slot(3, 2, 1u << 2); /* odd cap: one above is fair, no ping-pong */
+    ck_assert(!hub_slot_should_yield(&s, 1, true));
+    s = slot(2, 3, 1u << 1);
+    ck_assert(!hub_slot_should_yield(&s, 2, true));
+}
+END_TEST
+
+START_TEST(test_one_server_alternates)
+{
+    struct hub_slot s = slot(1, 0, 1u << 2);
+    ck_assert(hub_slot_should_yield(&s, 1, true));
+    s = slot(0, 1, 1u << 1);
+    ck_assert(hub_slot_should_yield(&s, 2, true));
+}
+END_TEST
+
+START_TEST(test_settles_at_even_split)
+{
+    /* both always have waiters; the one above its share yields each time it is done with a
+       server, the other takes the room: from 20/0 it ends at 10/10 and stays there */
+    int a = 20, b = 0;
+    for (int step = 0; step < 100; step++) {
+        struct hub_slot s = slot(a, b, 1u << 2);
+        if (hub_slot_should_yield(&s, 1, true)) {
+            a--;
+            b++;
+        }
+        s = slot(a, b, 1u << 1);
+        if (hub_slot_should_yield(&s, 2, true)) {
+            b--;
+            a++;
+        }
+    }
+    ck_assert_int_eq(a, 10);
+    ck_assert_int_eq(b, 10);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("hub");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_no_demand_keeps);
+    tcase_add_test(tc, test_idle_server_goes_to_a_waiter);
+    tcase_add_test(tc, test_share_with_waiters_on_both);
+    tcase_add_test(tc, test_one_server_alternates);
+    tcase_add_test(tc, test_settles_at_even_split);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
