@@ -18,6 +18,7 @@
 
 #include "pgtide/account.h"
 #include "pgtide/backupctl.h"
+#include "pgtide/buf.h"
 #include "pgtide/authdb.h"
 #include "pgtide/autoscale.h"
 #include "pgtide/compute.h"
@@ -494,6 +495,7 @@ static int cmd_run(struct app *a)
     compute_free(a->primary);
     store_close(&a->store);
     config_unref(a->cfg);
+    buf_free_pooled(); /* the main thread's relay buffers (the workers freed theirs) */
     log_info("pgtide stopped");
     return 0;
 }

@@ -467,6 +467,9 @@ bool hub_slot_take(struct hub *h, struct hub_slot *s, int worker, int limit)
 void hub_slot_want(struct hub *h, struct hub_slot *s, int worker)
 {
     uint32_t bit = 1u << worker;
+    if ((__atomic_load_n(&s->demand, __ATOMIC_RELAXED) & bit) != 0)
+        return;
+    __atomic_store_n(&s->demand_ms[worker], proxy_now_ms(), __ATOMIC_RELAXED);
     if ((__atomic_fetch_or(&s->demand, bit, __ATOMIC_RELAXED) & bit) == 0) {
         struct hub_msg m = {.kind = HUB_TRIM}; /* only when newly waiting: no storm */
         hub_broadcast(h, h->w[worker].proxy, &m);
@@ -496,19 +499,20 @@ void hub_slot_satisfied(struct hub_slot *s, int worker)
         __atomic_and_fetch(&s->demand, ~(1u << worker), __ATOMIC_RELAXED);
 }
 
-bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_waiters)
+bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_waiters, int64_t now_ms)
 {
     uint32_t want = __atomic_load_n(&s->demand, __ATOMIC_RELAXED) & ~(1u << worker);
     if (want == 0)
         return false;
-    if (!local_waiters)
-        return true;
     int mine = __atomic_load_n(&s->per[worker], __ATOMIC_RELAXED);
     for (int j = 0; j <= HUB_MAX_WORKERS; j++) {
         if (!(want & (1u << j)))
             continue;
         int theirs = __atomic_load_n(&s->per[j], __ATOMIC_RELAXED);
-        if ((theirs == 0 && mine > 0) || mine > theirs + 1)
+        int64_t waited = now_ms - __atomic_load_n(&s->demand_ms[j], __ATOMIC_RELAXED);
+        if (!local_waiters
+                ? waited >= HUB_IDLE_YIELD_MS
+                : mine > theirs + 1 || (theirs == 0 && mine > 0 && waited >= HUB_STARVE_MS))
             return true;
     }
     return false;

@@ -151,8 +151,9 @@ static void yield(struct pool *pool, struct server *s)
 void pool_server_idle(struct pool *pool, struct server *s)
 {
     struct list_node *first = list_first(&pool->waiting);
-    if (pool->slot != NULL &&
-        hub_slot_should_yield(pool->slot, pool->proxy->worker, first != NULL)) {
+    /* with waiters here, a server serves at least one of them before it may go */
+    if (pool->slot != NULL && (first == NULL || s->served) &&
+        hub_slot_should_yield(pool->slot, pool->proxy->worker, first != NULL, proxy_now_ms())) {
         yield(pool, s);
         return;
     }
@@ -249,7 +250,8 @@ void pool_trim_for_others(struct proxy *p)
         struct pool *pool = container_of(it, struct pool, node);
         struct list_node *first = list_first(&pool->idle);
         if (pool->slot != NULL && first != NULL &&
-            hub_slot_should_yield(pool->slot, p->worker, !list_empty(&pool->waiting)))
+            hub_slot_should_yield(pool->slot, p->worker, !list_empty(&pool->waiting),
+                                  proxy_now_ms()))
             yield(pool, container_of(first, struct server, node));
     }
 }

@@ -713,7 +713,9 @@ static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
             buf_trim(); /* relay buffers a burst left pooled and no one needed since */
         }
     }
-    if (p->worker > 0) { /* publish for home's policy */
+    if (p->worker > 0) {
+        pool_trim_for_others(p); /* idle servers another worker has waited for */
+        /* publish for home's policy */
         int a, u;
         measure(p, &a, &u);
         __atomic_store_n(&p->pub_active, a, __ATOMIC_RELAXED);

@@ -886,6 +886,7 @@ void server_append_set(struct pkt_builder *b, const char *name, const char *valu
 void server_assign(struct server *s, struct client *c)
 {
     s->client = c;
+    s->served = true;
     s->in_flight = 0;
     if (c->parked == NULL && txn_params_in_step(c, s)) {
         /* the usual case, without allocating anything */

@@ -63,10 +63,20 @@ struct hub_slot {
     struct hub_slot *next;
     const struct compute *compute;
     char *database, *user;
-    int open;                     /* sum of per[] (under the hub's table lock) */
-    int per[HUB_MAX_WORKERS + 1]; /* servers open per worker (read without the lock) */
-    uint32_t demand;              /* workers waiting for room (atomic) */
+    int open;                               /* sum of per[] (under the hub's table lock) */
+    int per[HUB_MAX_WORKERS + 1];           /* servers open per worker (read without the lock) */
+    uint32_t demand;                        /* workers waiting for room (atomic) */
+    int64_t demand_ms[HUB_MAX_WORKERS + 1]; /* since when each has waited (atomic) */
 };
+
+/* A worker with waiters of its own keeps its servers unless it holds more than one above a
+   waiting worker, or holds some while that one, holding none, has waited this long (then the
+   servers take turns: at most one handover per this interval under constant contention). */
+#define HUB_STARVE_MS 100
+/* An idle server goes to a waiting worker once that one has waited this long (a server its own
+   clients would take again at once is not handed round for nothing); the workers' idle tick
+   looks again every 100 ms. */
+#define HUB_IDLE_YIELD_MS 20
 
 /* Marks the calling thread as the main thread (once, before any hub exists). */
 void hub_main_thread(void);
@@ -106,15 +116,16 @@ void hub_broadcast(struct hub *h, const struct proxy *except, const struct hub_m
 /* Pool room shared by the workers (see struct hub_slot). take: true when the worker may open
    one more server; else its demand is noted and the others are asked to trim (HUB_TRIM). give:
    one of its servers closed; the waiting workers are told (HUB_POOLS). satisfied: it waits no
-   more. should_yield: another worker waits and this one holds more than its share, so a server
-   it is done with should close rather than idle. */
+   more. should_yield: another worker waits and this one has no waiters or holds more than its
+   share (HUB_STARVE_MS), so a server it is done with should close rather than idle. */
 struct hub_slot *hub_slot_get(struct hub *h, const struct compute *c, const char *database,
                               const char *user);
 bool hub_slot_take(struct hub *h, struct hub_slot *s, int worker, int limit);
 void hub_slot_give(struct hub *h, struct hub_slot *s, int worker);
 void hub_slot_satisfied(struct hub_slot *s, int worker);
 void hub_slot_want(struct hub *h, struct hub_slot *s, int worker);
-bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_waiters);
+bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_waiters,
+                           int64_t now_ms);
 
 /* read-your-writes across workers: each worker mirrors its primary pool's causal LSN of
    (database, user) here; a reader needs the newest of them (RYW_LSN_UNKNOWN if any is). */

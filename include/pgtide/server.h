@@ -63,6 +63,7 @@ struct server {
     char txn;          /* last ReadyForQuery status */
     int in_flight;     /* requests (Query, Sync, FunctionCall) whose ReadyForQuery is due */
     bool is_unix;
+    bool served; /* a client has had it (worker threads: a new one serves before it yields) */
     struct scram_client scram;
     /* transaction pooling (txn.h) */
     struct txn_queue q;           /* expected answers, in order */

@@ -1,9 +1,10 @@
 /*
  * Unit tests of the rule that shares pool_size between worker threads (hub_slot_should_yield):
- * a worker done with a server closes it instead of idling it only when another worker waits for
- * room, and, if it has waiters of its own, only when it holds more than its share (more than one
- * above the waiting worker, or any while the waiting one has none). With pool_size 1 and two
- * busy workers the one server alternates; with 20 the split settles at 10/10 and stays.
+ * a worker done with a server closes it instead of idling it only when another worker has waited
+ * for room (HUB_IDLE_YIELD_MS), and, if it has waiters of its own, only when it holds more than its
+ * share (more than one above the waiting worker, or any while the waiting one has none and has
+ * waited HUB_STARVE_MS). With pool_size 1 and two busy workers the one server takes turns; with 20
+ * the split settles at 10/10 and stays.
  */
 #include <check.h>
 #include <stdlib.h>
@@ -19,50 +20,58 @@ static struct hub_slot slot(int a, int b, uint32_t demand)
     s.per[2] = b;
     s.open = a + b;
     s.demand = demand;
+    s.demand_ms[1] = s.demand_ms[2] = 1000; /* both since "now" (the tests' now is 1000) */
     return s;
 }
 
 START_TEST(test_no_demand_keeps)
 {
     struct hub_slot s = slot(20, 0, 0);
-    ck_assert(!hub_slot_should_yield(&s, 1, false));
-    ck_assert(!hub_slot_should_yield(&s, 1, true));
+    ck_assert(!hub_slot_should_yield(&s, 1, false, 1000));
+    ck_assert(!hub_slot_should_yield(&s, 1, true, 1000));
     s = slot(20, 0, 1u << 1); /* only its own demand */
-    ck_assert(!hub_slot_should_yield(&s, 1, true));
+    ck_assert(!hub_slot_should_yield(&s, 1, true, 1000));
 }
 END_TEST
 
 START_TEST(test_idle_server_goes_to_a_waiter)
 {
-    /* no waiter here, one there: give it back whatever the counts */
+    /* no waiter here, one there that has waited HUB_IDLE_YIELD_MS: give it back whatever the
+       counts; one that has just asked may be served by its own servers first */
     struct hub_slot s = slot(1, 19, 1u << 2);
-    ck_assert(hub_slot_should_yield(&s, 1, false));
+    ck_assert(!hub_slot_should_yield(&s, 1, false, 1000));
+    ck_assert(hub_slot_should_yield(&s, 1, false, 1000 + HUB_IDLE_YIELD_MS));
 }
 END_TEST
 
 START_TEST(test_share_with_waiters_on_both)
 {
     struct hub_slot s = slot(20, 0, 1u << 2);
-    ck_assert(hub_slot_should_yield(&s, 1, true)); /* the other has none */
+    ck_assert(hub_slot_should_yield(&s, 1, true, 1000)); /* far above the other */
     s = slot(12, 8, 1u << 2);
-    ck_assert(hub_slot_should_yield(&s, 1, true));
+    ck_assert(hub_slot_should_yield(&s, 1, true, 1000));
     s = slot(11, 9, 1u << 2);
-    ck_assert(hub_slot_should_yield(&s, 1, true));
+    ck_assert(hub_slot_should_yield(&s, 1, true, 1000));
     s = slot(10, 10, 1u << 2); /* even: stays */
-    ck_assert(!hub_slot_should_yield(&s, 1, true));
+    ck_assert(!hub_slot_should_yield(&s, 1, true, 1000));
     s = slot(3, 2, 1u << 2); /* odd cap: one above is fair, no ping-pong */
-    ck_assert(!hub_slot_should_yield(&s, 1, true));
+    ck_assert(!hub_slot_should_yield(&s, 1, true, 1000));
     s = slot(2, 3, 1u << 1);
-    ck_assert(!hub_slot_should_yield(&s, 2, true));
+    ck_assert(!hub_slot_should_yield(&s, 2, true, 1000));
 }
 END_TEST
 
-START_TEST(test_one_server_alternates)
+START_TEST(test_one_server_takes_turns)
 {
+    /* both busy, one server: it stays until the other has waited HUB_STARVE_MS */
     struct hub_slot s = slot(1, 0, 1u << 2);
-    ck_assert(hub_slot_should_yield(&s, 1, true));
+    ck_assert(!hub_slot_should_yield(&s, 1, true, 1000));
+    ck_assert(!hub_slot_should_yield(&s, 1, true, 1000 + HUB_STARVE_MS - 1));
+    ck_assert(hub_slot_should_yield(&s, 1, true, 1000 + HUB_STARVE_MS));
     s = slot(0, 1, 1u << 1);
-    ck_assert(hub_slot_should_yield(&s, 2, true));
+    ck_assert(hub_slot_should_yield(&s, 2, true, 1000 + HUB_STARVE_MS));
+    /* an idle one goes sooner */
+    ck_assert(hub_slot_should_yield(&s, 2, false, 1000 + HUB_IDLE_YIELD_MS));
 }
 END_TEST
 
@@ -73,12 +82,12 @@ START_TEST(test_settles_at_even_split)
     int a = 20, b = 0;
     for (int step = 0; step < 100; step++) {
         struct hub_slot s = slot(a, b, 1u << 2);
-        if (hub_slot_should_yield(&s, 1, true)) {
+        if (hub_slot_should_yield(&s, 1, true, 1000)) {
             a--;
             b++;
         }
         s = slot(a, b, 1u << 1);
-        if (hub_slot_should_yield(&s, 2, true)) {
+        if (hub_slot_should_yield(&s, 2, true, 1000)) {
             b--;
             a++;
         }
@@ -95,7 +104,7 @@ int main(void)
     tcase_add_test(tc, test_no_demand_keeps);
     tcase_add_test(tc, test_idle_server_goes_to_a_waiter);
     tcase_add_test(tc, test_share_with_waiters_on_both);
-    tcase_add_test(tc, test_one_server_alternates);
+    tcase_add_test(tc, test_one_server_takes_turns);
     tcase_add_test(tc, test_settles_at_even_split);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
