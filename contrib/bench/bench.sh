@@ -15,7 +15,10 @@
 # connection per transaction, SCRAM), TPC-B-like, at 16 clients, and -S at 256 clients.
 # WORKLOADS="..." (one pgbench option set per line) overrides the rows.
 # Environment: PGTIDE_BIN (default ./pgtide at the repo top; without it the pgtide column is n/a),
-#              BENCH_SSLMODE (client sslmode for all targets, default disable).
+#              BENCH_SSLMODE (client sslmode for all targets, default disable),
+#              BENCH_WORKERS (pgtide's `workers`, default its own: one per CPU),
+#              BENCH_AB_WORKERS=N (a second pgtide with workers=N runs alternately with the
+#              others, as an extra column: the A/B of worker threads).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../regress/lib/pgtest.sh
@@ -87,9 +90,16 @@ pgt_wait_ready 127.0.0.1 "$BNC_PORT" app secret appdb "$BNC_PID" "$BNC_DIR/pgbou
 targets=(direct pgbouncer)
 declare -A PORTS=([direct]=$PG_PORT [pgbouncer]=$BNC_PORT)
 if pgt_pgtide_bin >/dev/null; then
-    pgt_start_pgtide_static "pool_size=$POOL" "pool_mode=$MODE" log_level=warning
+    pgt_start_pgtide_static "pool_size=$POOL" "pool_mode=$MODE" log_level=warning \
+        ${BENCH_WORKERS:+"workers=$BENCH_WORKERS"}
     targets+=(pgtide)
     PORTS[pgtide]=$TIDE_PORT
+    if [ -n "${BENCH_AB_WORKERS:-}" ]; then
+        pgt_start_pgtide_static "pool_size=$POOL" "pool_mode=$MODE" log_level=warning \
+            "workers=$BENCH_AB_WORKERS"
+        targets+=(tideab)
+        PORTS[tideab]=$TIDE_PORT
+    fi
 else
     pgt_log "no pgtide binary: the pgtide column will be n/a"
 fi
@@ -156,7 +166,7 @@ printf "$FMT" workload "direct" "pgbouncer" "pgtide" "lat dir" "lat bnc" "lat ti
 printf "$FMT" "" tps tps tps ms ms ms ms ms ms tps tps
 for w in "${workloads[@]}"; do
     declare -A mt=() ml=() mp=()
-    for t in direct pgbouncer pgtide; do
+    for t in direct pgbouncer pgtide tideab; do
         if [ -n "${TPS[$t/$w]:-}" ]; then
             # shellcheck disable=SC2086
             mt[$t]=$(median ${TPS[$t/$w]})
@@ -174,4 +184,8 @@ for w in "${workloads[@]}"; do
     printf "$FMT" "$w" "${mt[direct]}" "${mt[pgbouncer]}" "${mt[pgtide]}" "${ml[direct]}" \
         "${ml[pgbouncer]}" "${ml[pgtide]}" "${mp[direct]}" "${mp[pgbouncer]}" "${mp[pgtide]}" \
         "$(ratio "${mt[pgtide]}" "${mt[direct]}")" "$(ratio "${mt[pgtide]}" "${mt[pgbouncer]}")"
+    [ -n "${BENCH_AB_WORKERS:-}" ] &&
+        printf '%-22s   workers=%s: %s tps, p99 %s ms (pgtide/this %s, this/pgbouncer %s)\n' "" \
+            "$BENCH_AB_WORKERS" "${mt[tideab]}" "${mp[tideab]}" \
+            "$(ratio "${mt[pgtide]}" "${mt[tideab]}")" "$(ratio "${mt[tideab]}" "${mt[pgbouncer]}")"
 done
