@@ -241,8 +241,8 @@ static void seed_auth_cache(struct app *a)
     free(pw);
 }
 
-/* workers > 1 (or 0 = one per CPU, when there are several): the data plane moves to worker
-   threads with their own listeners; the main loop keeps the control plane (hub.h). */
+/* workers > 1 (or 0 = half the CPUs, from 4 on): the data plane moves to worker threads with
+   their own listeners; the main loop keeps the control plane (hub.h). */
 static int start_workers(struct app *a, char *err, size_t errlen)
 {
     int n = a->cfg->workers > 0 ? a->cfg->workers : hub_default_workers();

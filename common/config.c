@@ -265,7 +265,7 @@ static const struct key_def keys[] = {
     {"replica_scale_wait", KT_DURATION, F(replica_scale_wait), "1s", true, 0, DAY_MS, NULL, NULL},
     /* read-your-writes (issue 6: routing) */
     {"read_your_writes", KT_ENUM, F(read_your_writes), "off", true, 0, 0, onoff_names, NULL},
-    /* data-plane worker threads (issue 4: multi-core, hub.h); 0 = one per CPU */
+    /* data-plane worker threads (issue 4: multi-core, hub.h); 0 = hub_default_workers() */
     {"workers", KT_INT, F(workers), "0", false, 0, 31, NULL, NULL},
 };
 

@@ -123,7 +123,8 @@ struct config {
     int read_your_writes; /* 0 = off (default), 1 = on: readers see their (database, user)'s
                              commits (replicas that replayed them, else the primary) */
     /* data-plane worker threads (issue 4: multi-core, hub.h) */
-    int workers; /* 0 = one per CPU (default), 1 = the main loop alone, N = N threads */
+    int workers; /* 0 = half the CPUs, one loop below 4 (default); 1 = the main loop alone (no
+                    threads); N = N threads */
 };
 
 /* Returns a new snapshot holding every default, refcount 1, or NULL when out of memory. */

@@ -1,6 +1,6 @@
 /*
- * hub: the data plane's worker threads (issue 4, `workers`). With workers = 1 there is no hub
- * and the main loop's proxy serves everything, as it always did. With N > 1 the main thread
+ * hub: the data plane's worker threads (issue 4, `workers`). With workers = 1 (the default below
+ * 4 CPUs) there is no hub and the main loop's proxy serves everything, as it always did. With N > 1 the main thread
  * keeps the control plane (computes, replicas, backups, the ledger), the admin console and the
  * unix socket; N worker threads each run their own libev loop and proxy, with SO_REUSEPORT
  * listeners on the TCP ports, their own clients, servers and cancel keys. Pools are
@@ -132,5 +132,6 @@ bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_wait
 void hub_ryw_note(struct hub *h, int worker, const char *database, const char *user, uint64_t lsn);
 uint64_t hub_ryw_get(struct hub *h, const char *database, const char *user);
 
-/* Default worker count: the CPUs this process may run on. */
+/* Default worker count: half the CPUs this process may run on, and one loop (no threads) below
+   4 CPUs. */
 int hub_default_workers(void);

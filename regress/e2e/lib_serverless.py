@@ -111,6 +111,8 @@ class Tide:
         self.port = free_port()
         # no metrics endpoint unless asked: its default port is shared by every instance
         self.settings = {"metrics_listen": ""}
+        if os.environ.get("PGT_WORKERS"):  # the runner's worker threads (regress/e2e/run)
+            self.settings["workers"] = os.environ["PGT_WORKERS"]
         self.settings.update(settings)
         args = [PGTIDE_BIN, "-D", self.data, "-c", f"listen_port={self.port}",
                 "-c", f"unix_socket_dir={self.sock}"]

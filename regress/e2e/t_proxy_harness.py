@@ -339,6 +339,8 @@ class Tide(Endpoint):
         self.settings = {k: str(v) for k, v in (settings or {}).items()}
         if binary_knows("metrics_listen"):
             self.settings.setdefault("metrics_listen", "")
+        if os.environ.get("PGT_WORKERS") and binary_knows("workers"):
+            self.settings.setdefault("workers", os.environ["PGT_WORKERS"])  # regress/e2e/run
         self.auth_file = None
         if not EMBEDDED:
             os.makedirs(self.data, exist_ok=True)

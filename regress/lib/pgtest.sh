@@ -228,7 +228,7 @@ pgt_start_pgtide_static() {
     pgt_auth_file "$TIDE_AUTH_FILE"
     local args=(-D "$TIDE_DATA" -c metrics_listen= -c "listen_port=$TIDE_PORT" -c "unix_socket_dir=$TIDE_SOCK"
         -c compute_provider=static -c "static_host=$PG_SOCK" -c "static_port=$PG_PORT"
-        -c "auth_file=$TIDE_AUTH_FILE")
+        -c "auth_file=$TIDE_AUTH_FILE" ${PGT_WORKERS:+-c "workers=$PGT_WORKERS"})
     local kv
     for kv in "$@"; do args+=(-c "$kv"); done
     "$bin" "${args[@]}" >"$TIDE_LOG" 2>&1 &
@@ -254,7 +254,8 @@ pgt_start_pgtide_embedded() {
     TIDE_LOG=$TIDE_DIR/pgtide.log
     TIDE_PORT=$(pgt_free_port)
     mkdir -p "$TIDE_SOCK"
-    local args=(-D "$TIDE_DATA" -c metrics_listen= -c "listen_port=$TIDE_PORT" -c "unix_socket_dir=$TIDE_SOCK")
+    local args=(-D "$TIDE_DATA" -c metrics_listen= -c "listen_port=$TIDE_PORT" -c "unix_socket_dir=$TIDE_SOCK"
+        ${PGT_WORKERS:+-c "workers=$PGT_WORKERS"})
     local kv
     for kv in "$@"; do args+=(-c "$kv"); done
     PGT_TIDEDATAS+=("$TIDE_DATA")
