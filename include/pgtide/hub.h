@@ -1,9 +1,9 @@
 /*
  * hub: the data plane's worker threads (issue 4, `workers`). With workers = 1 (the default below
- * 4 CPUs) there is no hub and the main loop's proxy serves everything, as it always did. With N > 1 the main thread
- * keeps the control plane (computes, replicas, backups, the ledger), the admin console and the
- * unix socket; N worker threads each run their own libev loop and proxy, with SO_REUSEPORT
- * listeners on the TCP ports, their own clients, servers and cancel keys. Pools are
+ * 4 CPUs) there is no hub and the main loop's proxy serves everything, as it always did. With
+ * N > 1 the main thread keeps the control plane (computes, replicas, backups, the ledger), the
+ * admin console and the unix socket; N worker threads each run their own libev loop and proxy, with
+ * SO_REUSEPORT listeners on the TCP ports, their own clients, servers and cancel keys. Pools are
  * partitioned: each worker has its own servers, and pool_size caps their sum (hub slots).
  *
  * Three ways across threads, and no others:
