@@ -2,6 +2,7 @@
  * log: formats and writes log lines. Each line is built in a stack buffer and written with a
  * single write(2), so lines from the daemon and its children never interleave mid-line.
  */
+#define _GNU_SOURCE /* dup3 */
 #include "pgtide/log.h"
 
 #include <errno.h>
@@ -23,21 +24,30 @@ void log_set_level(enum log_level level)
     log_threshold = level;
 }
 
+/* Points log_fd at fd. A descriptor number in use is never freed: worker threads may be writing
+   to it, and a freed number could be handed to a client's socket before their write lands. */
+static void log_use(int fd)
+{
+    int cur = __atomic_load_n(&log_fd, __ATOMIC_RELAXED);
+    if (cur != STDERR_FILENO && fd != cur && dup3(fd, cur, O_CLOEXEC) >= 0) {
+        if (fd != STDERR_FILENO)
+            close(fd);
+        return;
+    }
+    __atomic_store_n(&log_fd, fd, __ATOMIC_RELAXED);
+}
+
 int log_set_file(const char *path)
 {
     if (path == NULL || path[0] == '\0') {
-        if (log_fd != STDERR_FILENO)
-            close(log_fd);
-        log_fd = STDERR_FILENO;
+        log_use(STDERR_FILENO);
         log_path[0] = '\0';
         return 0;
     }
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0)
         return -1;
-    if (log_fd != STDERR_FILENO)
-        close(log_fd);
-    log_fd = fd;
+    log_use(fd);
     snprintf(log_path, sizeof(log_path), "%s", path);
     return 0;
 }
@@ -75,7 +85,7 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap)
     if (k > 0)
         n += (size_t) k < sizeof(line) - n - 1 ? (size_t) k : sizeof(line) - n - 2;
     line[n++] = '\n';
-    ssize_t w = write(log_fd, line, n);
+    ssize_t w = write(__atomic_load_n(&log_fd, __ATOMIC_RELAXED), line, n);
     (void) w;
     errno = saved_errno;
 }

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE /* sched_getaffinity */
 #include "pgtide/hub.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <ev.h>
 #include <pthread.h>
@@ -129,7 +130,10 @@ static void on_kick(struct ev_loop *loop, ev_async *w, int revents)
 
 void hub_stw_begin(struct hub *h)
 {
-    if (h == NULL || h->stw_depth++ > 0)
+    if (h == NULL)
+        return;
+    assert(on_main); /* a worker would wait for itself */
+    if (h->stw_depth++ > 0)
         return;
     h->stw = true;
     h->arrived = 0;
@@ -450,22 +454,29 @@ struct hub_slot *hub_slot_get(struct hub *h, const struct compute *c, const char
     return s;
 }
 
-bool hub_slot_take(struct hub *h, struct hub_slot *s, int worker, int limit)
+static bool take_locked(struct hub *h, struct hub_slot *s, int worker, int limit)
 {
     bool ok = false;
-    if (__atomic_load_n(&s->open, __ATOMIC_RELAXED) < limit) {
+    if (__atomic_load_n(&s->open, __ATOMIC_SEQ_CST) < limit) {
         pthread_mutex_lock(&h->tables);
         if (s->open < limit) {
-            __atomic_store_n(&s->open, s->open + 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->open, s->open + 1, __ATOMIC_SEQ_CST);
             __atomic_store_n(&s->per[worker], s->per[worker] + 1, __ATOMIC_RELAXED);
             ok = true;
         }
         pthread_mutex_unlock(&h->tables);
     }
-    if (ok)
+    return ok;
+}
+
+bool hub_slot_take(struct hub *h, struct hub_slot *s, int worker, int limit)
+{
+    if (take_locked(h, s, worker, limit))
         return true;
+    /* waiting from here on; a give that ran before the bit was set saw no one to tell, so look
+       at the room once more (a give after it sees the bit and posts HUB_POOLS) */
     hub_slot_want(h, s, worker);
-    return false;
+    return take_locked(h, s, worker, limit);
 }
 
 void hub_slot_want(struct hub *h, struct hub_slot *s, int worker)
@@ -474,7 +485,7 @@ void hub_slot_want(struct hub *h, struct hub_slot *s, int worker)
     if ((__atomic_load_n(&s->demand, __ATOMIC_RELAXED) & bit) != 0)
         return;
     __atomic_store_n(&s->demand_ms[worker], proxy_now_ms(), __ATOMIC_RELAXED);
-    if ((__atomic_fetch_or(&s->demand, bit, __ATOMIC_RELAXED) & bit) == 0) {
+    if ((__atomic_fetch_or(&s->demand, bit, __ATOMIC_SEQ_CST) & bit) == 0) {
         struct hub_msg m = {.kind = HUB_TRIM}; /* only when newly waiting: no storm */
         hub_broadcast(h, h->w[worker].proxy, &m);
     }
@@ -484,10 +495,13 @@ void hub_slot_give(struct hub *h, struct hub_slot *s, int worker)
 {
     pthread_mutex_lock(&h->tables);
     if (s->open > 0)
-        __atomic_store_n(&s->open, s->open - 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->open, s->open - 1, __ATOMIC_SEQ_CST);
     if (s->per[worker] > 0)
         __atomic_store_n(&s->per[worker], s->per[worker] - 1, __ATOMIC_RELAXED);
-    uint32_t want = __atomic_exchange_n(&s->demand, 0, __ATOMIC_RELAXED);
+    /* the others that wait are told; the giver's own wish stays (it gave the room away: it must
+       not be woken to take it straight back) */
+    uint32_t mine = 1u << worker;
+    uint32_t want = __atomic_fetch_and(&s->demand, mine, __ATOMIC_SEQ_CST) & ~mine;
     pthread_mutex_unlock(&h->tables);
     if (want == 0 || h->stopping)
         return;

@@ -50,7 +50,7 @@ void park_clear(struct client *c)
 
 bool park_in_progress(const struct proxy *p)
 {
-    return p->parking > 0;
+    return p->parking > 0 || p->park_ending;
 }
 
 /* A session that can be snapshotted now: idle, attached, nothing buffered either way. */
@@ -187,10 +187,16 @@ static void answer_waiter(struct proxy *p)
 void park_round_end(struct proxy *home)
 {
     if (home->hub != NULL && !hub_on_main()) {
-        struct hub_msg m = {.kind = HUB_PARKED}; /* home ends it, on the main thread */
+        /* home ends it, on the main thread; until then no new round starts (it would be ended
+           by this message, its snapshots still running) */
+        hub_lock(home);
+        home->park_ending = true;
+        hub_unlock(home);
+        struct hub_msg m = {.kind = HUB_PARKED};
         hub_post(home, &m);
         return;
     }
+    home->park_ending = false;
     if (!home->park_failed) {
         hub_stw_begin(home->hub);
         suspend_now(home);
@@ -216,7 +222,8 @@ void park_done(struct server *s, const char *error)
     struct proxy *p = s->pool->proxy, *home = p->home;
     struct client *c = s->client;
     hub_lock(p); /* the round's state is home's */
-    if (home->parking > 0)
+    bool counted = home->parking > 0;
+    if (counted)
         home->parking--;
     bool keep = error != NULL || c == NULL || c->park_blocker != NULL ||
                 relay_has_pending(&c->conn) || c->close_pending;
@@ -253,7 +260,7 @@ void park_done(struct server *s, const char *error)
         server_set_state(s, SERVER_ACTIVE); /* its snapshot is in: not a lost one */
         server_close(s, "session parked");
     }
-    bool end = home->parking == 0;
+    bool end = counted && home->parking == 0;
     hub_unlock(p);
     if (end)
         park_round_end(home);

@@ -559,7 +559,8 @@ void proxy_handle_msg(struct proxy *p, struct hub_msg *m)
 /* Counts what keeps the compute awake. */
 static void measure(struct proxy *p, int *active, int *unparkable)
 {
-    *active = 0;
+    /* a worker's own pg_authid refresh or auth_query (home's is counted by the policy) */
+    *active = p->worker > 0 && p->authdb != NULL && authdb_busy(p->authdb);
     *unparkable = 0;
     struct list_node *it;
     for (it = p->clients.next; it != &p->clients; it = it->next) {
@@ -703,7 +704,9 @@ static void on_idle_tick(struct ev_loop *loop, ev_timer *w, int revents)
         {
             pool_maintain(container_of(it, struct pool, node), now);
         }
-        if (p->replicas != NULL && p->worker == 0) {
+        /* the workers are stopped for it only where replicas can exist */
+        if (p->replicas != NULL && p->worker == 0 &&
+            (p->cfg->max_replicas > 0 || replicaset_count(p->replicas) > 0)) {
             hub_stw_begin(p->hub);
             report_readers(p, now);
             hub_stw_end(p->hub);

@@ -90,6 +90,7 @@ struct proxy {
     bool paused;              /* admin PAUSE: hold new queries */
     int parking;              /* session snapshots outstanding in a parking round */
     bool park_failed;         /* a session of this round could not be parked */
+    bool park_ending;         /* its last snapshot is in; home has yet to end it (HUB_PARKED) */
     uint64_t suspend_waiter;  /* admin client waiting for the round's outcome (0: none) */
     char park_reason[192];    /* why the last round failed */
     bool shutting_down;
