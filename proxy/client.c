@@ -823,9 +823,9 @@ static void request_server(struct client *c)
     if (c->reader && p->replicas != NULL && !p->paused) {
         /* read_your_writes: only replicas that replayed this (database, user)'s commits */
         uint64_t need = ryw_reader_lsn(p, c->database, c->user);
-        hub_lock(p);
+        hub_lock(p); /* per reader transaction in transaction pooling: no main-loop wake-up */
         struct compute *r = replicaset_pick_at(p->replicas, need, compute_load, p);
-        hub_unlock(p);
+        hub_unlock_quiet(p);
         struct pool *pool = r != NULL ? pool_get_for(p, r, c->database, c->user) : NULL;
         if (pool != NULL) {
             c->pool = pool;

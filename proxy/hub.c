@@ -95,15 +95,26 @@ void hub_lock(const struct proxy *p)
         pthread_mutex_lock(&p->hub->lock);
 }
 
-void hub_unlock(const struct proxy *p)
+static void unlock(const struct proxy *p, bool kick)
 {
     if (p->hub == NULL || on_main)
         return;
     if (--lock_depth == 0) {
         /* whatever was done may have started watchers on the main loop: let it poll again */
-        ev_async_send(p->hub->w[0].loop, &p->hub->kick);
+        if (kick)
+            ev_async_send(p->hub->w[0].loop, &p->hub->kick);
         pthread_mutex_unlock(&p->hub->lock);
     }
+}
+
+void hub_unlock(const struct proxy *p)
+{
+    unlock(p, true);
+}
+
+void hub_unlock_quiet(const struct proxy *p)
+{
+    unlock(p, false);
 }
 
 /* The main loop holds the lock except while it polls. */

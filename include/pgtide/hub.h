@@ -102,6 +102,10 @@ struct proxy *hub_worker(const struct hub *h, int i);
 void hub_lock(const struct proxy *p);
 void hub_unlock(const struct proxy *p);
 
+/* The same without waking the main loop: for a frequent call that seldom starts anything there
+   (a watcher it did start is seen at the main loop's next wake-up, at most its 100 ms tick). */
+void hub_unlock_quiet(const struct proxy *p);
+
 /* Main thread only: every worker waits at a safe point until hub_stw_end. Nests. */
 void hub_stw_begin(struct hub *h);
 void hub_stw_end(struct hub *h);
