@@ -813,6 +813,18 @@ static void init_common(struct proxy *p, struct ev_loop *loop)
     ev_timer_start(loop, &p->idle_timer);
 }
 
+/* The last step of building a proxy: its auth cache. p, or NULL + err (p freed). */
+static struct proxy *with_authdb(struct proxy *p, char *err, size_t errlen)
+{
+    p->authdb = authdb_new(p);
+    if (p->authdb == NULL) {
+        snprintf(err, errlen, "cannot open the auth cache");
+        proxy_free(p);
+        return NULL;
+    }
+    return p;
+}
+
 struct proxy *proxy_new(struct ev_loop *loop, struct config *cfg, struct store *store,
                         struct compute *primary, char *err, size_t errlen)
 {
@@ -831,13 +843,7 @@ struct proxy *proxy_new(struct ev_loop *loop, struct config *cfg, struct store *
         proxy_free(p);
         return NULL;
     }
-    p->authdb = authdb_new(p);
-    if (p->authdb == NULL) {
-        snprintf(err, errlen, "cannot open the auth cache");
-        proxy_free(p);
-        return NULL;
-    }
-    return p;
+    return with_authdb(p, err, errlen);
 }
 
 struct proxy *proxy_new_worker(struct proxy *home, struct ev_loop *loop, int worker, char *err,
@@ -877,13 +883,7 @@ struct proxy *proxy_new_worker(struct proxy *home, struct ev_loop *loop, int wor
         proxy_free(p);
         return NULL;
     }
-    p->authdb = authdb_new(p);
-    if (p->authdb == NULL) {
-        snprintf(err, errlen, "cannot open the auth cache");
-        proxy_free(p);
-        return NULL;
-    }
-    return p;
+    return with_authdb(p, err, errlen);
 }
 
 static void reload_one(struct proxy *p, struct config *cfg)
