@@ -539,8 +539,9 @@ bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_wait
             continue;
         int theirs = __atomic_load_n(&s->per[j], __ATOMIC_RELAXED);
         int64_t waited = now_ms - __atomic_load_n(&s->demand_ms[j], __ATOMIC_RELAXED);
+        /* idle here: at once to a worker that has none, else once it has waited a little */
         if (!local_waiters
-                ? waited >= HUB_IDLE_YIELD_MS
+                ? theirs == 0 || waited >= HUB_IDLE_YIELD_MS
                 : mine > theirs + 1 || (theirs == 0 && mine > 0 && waited >= HUB_STARVE_MS))
             return true;
     }

@@ -73,9 +73,9 @@ struct hub_slot {
    waiting worker, or holds some while that one, holding none, has waited this long (then the
    servers take turns: at most one handover per this interval under constant contention). */
 #define HUB_STARVE_MS 100
-/* An idle server goes to a waiting worker once that one has waited this long (a server its own
-   clients would take again at once is not handed round for nothing); the workers' idle tick
-   looks again every 100 ms. */
+/* An idle server goes at once to a waiting worker that has none, and to one that has some once
+   it has waited this long (a server its own clients would take again at once is not handed round
+   for nothing); the workers' idle tick looks again every 100 ms. */
 #define HUB_IDLE_YIELD_MS 20
 
 /* Marks the calling thread as the main thread (once, before any hub exists). */

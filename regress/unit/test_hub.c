@@ -37,10 +37,13 @@ END_TEST
 START_TEST(test_idle_server_goes_to_a_waiter)
 {
     /* no waiter here, one there that has waited HUB_IDLE_YIELD_MS: give it back whatever the
-       counts; one that has just asked may be served by its own servers first */
+       counts; one that has just asked may be served by its own servers first, unless it has
+       none (it cannot move at all) */
     struct hub_slot s = slot(1, 19, 1u << 2);
     ck_assert(!hub_slot_should_yield(&s, 1, false, 1000));
     ck_assert(hub_slot_should_yield(&s, 1, false, 1000 + HUB_IDLE_YIELD_MS));
+    s = slot(1, 0, 1u << 2);
+    ck_assert(hub_slot_should_yield(&s, 1, false, 1000));
 }
 END_TEST
 
