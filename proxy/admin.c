@@ -411,17 +411,15 @@ static void show_servers(struct client *c)
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    for (int k = 0; k < proxy_count(p); k++) {
-        const struct proxy *w = proxy_nth(p, k);
-        for (struct list_node *pt = w->pools.next; pt != &w->pools; pt = pt->next) {
-            const struct pool *pool = container_of(pt, struct pool, node);
-            const struct list_node *lists[] = {&pool->opening, &pool->idle, &pool->used};
-            for (size_t i = 0; i < 3; i++) {
-                for (const struct list_node *it = lists[i]->next; it != lists[i]; it = it->next) {
-                    server_row(&r, p, container_of(it, struct server, node));
-                    cell_fmt(&r, "%d", w->worker);
-                    rs_row(&rs, &r);
-                }
+    struct pool_walk w;
+    pool_walk_begin(&w, p);
+    for (const struct pool *pool; (pool = pool_walk_next(&w)) != NULL;) {
+        const struct list_node *lists[] = {&pool->opening, &pool->idle, &pool->used};
+        for (size_t i = 0; i < 3; i++) {
+            for (const struct list_node *it = lists[i]->next; it != lists[i]; it = it->next) {
+                server_row(&r, p, container_of(it, struct server, node));
+                cell_fmt(&r, "%d", w.proxy->worker);
+                rs_row(&rs, &r);
             }
         }
     }
@@ -455,32 +453,25 @@ static void show_pools(struct client *c)
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    for (int k = 0; k < proxy_count(p); k++) {
-        const struct proxy *w = proxy_nth(p, k);
-        for (struct list_node *pt = w->pools.next; pt != &w->pools; pt = pt->next) {
-            const struct pool *pool = container_of(pt, struct pool, node);
-            if (pool_seen_before(p, k, pool))
-                continue;
-            pool_row(&r, p, pool, now);
-            rs_row(&rs, &r);
-        }
+    struct pool_walk w;
+    pool_walk_begin(&w, p);
+    for (const struct pool *pool; (pool = pool_walk_next(&w)) != NULL;) {
+        if (pool_seen_before(p, pool))
+            continue;
+        pool_row(&r, p, pool, now);
+        rs_row(&rs, &r);
     }
     rs_end(&rs);
 }
 
 /* True when a pool met before `pool` (over every worker, in order) has the same database. */
-static bool database_seen(const struct proxy *p, int k, const struct pool *pool)
+static bool database_seen(const struct proxy *p, const struct pool *pool)
 {
-    for (int i = 0; i <= k; i++) {
-        const struct proxy *w = proxy_nth(p, i);
-        for (const struct list_node *it = w->pools.next; it != &w->pools; it = it->next) {
-            const struct pool *o = container_of(it, struct pool, node);
-            if (o == pool)
-                return false;
-            if (strcmp(o->database, pool->database) == 0)
-                return true;
-        }
-    }
+    struct pool_walk w;
+    pool_walk_begin(&w, p);
+    for (const struct pool *o; (o = pool_walk_next(&w)) != NULL && o != pool;)
+        if (strcmp(o->database, pool->database) == 0)
+            return true;
     return false;
 }
 
@@ -488,18 +479,16 @@ static bool database_seen(const struct proxy *p, int k, const struct pool *pool)
 static void database_sum(const struct proxy *p, const char *database, uint64_t v[5])
 {
     memset(v, 0, 5 * sizeof(v[0]));
-    for (int i = 0; i < proxy_count(p); i++) {
-        const struct proxy *w = proxy_nth(p, i);
-        for (const struct list_node *it = w->pools.next; it != &w->pools; it = it->next) {
-            const struct pool *o = container_of(it, struct pool, node);
-            if (strcmp(o->database, database) != 0)
-                continue;
-            v[0] += o->xacts;
-            v[1] += o->queries;
-            v[2] += o->bytes_recv;
-            v[3] += o->bytes_sent;
-            v[4] += o->wait_us;
-        }
+    struct pool_walk w;
+    pool_walk_begin(&w, p);
+    for (const struct pool *o; (o = pool_walk_next(&w)) != NULL;) {
+        if (strcmp(o->database, database) != 0)
+            continue;
+        v[0] += o->xacts;
+        v[1] += o->queries;
+        v[2] += o->bytes_recv;
+        v[3] += o->bytes_sent;
+        v[4] += o->wait_us;
     }
 }
 
@@ -514,23 +503,21 @@ static void show_stats(struct client *c)
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    for (int k = 0; k < proxy_count(p); k++) {
-        const struct proxy *w = proxy_nth(p, k);
-        for (struct list_node *pt = w->pools.next; pt != &w->pools; pt = pt->next) {
-            const struct pool *pool = container_of(pt, struct pool, node);
-            if (database_seen(p, k, pool))
-                continue;
-            uint64_t v[5];
-            database_sum(p, pool->database, v);
-            cell_str(&r, pool->database);
-            for (int i = 0; i < 4; i++)
-                cell_u64(&r, v[i]);
-            cell_str(&r, NULL);
-            cell_str(&r, NULL);
-            cell_u64(&r, v[4]);
-            cell_str(&r, NULL);
-            rs_row(&rs, &r);
-        }
+    struct pool_walk w;
+    pool_walk_begin(&w, p);
+    for (const struct pool *pool; (pool = pool_walk_next(&w)) != NULL;) {
+        if (database_seen(p, pool))
+            continue;
+        uint64_t v[5];
+        database_sum(p, pool->database, v);
+        cell_str(&r, pool->database);
+        for (int i = 0; i < 4; i++)
+            cell_u64(&r, v[i]);
+        cell_str(&r, NULL);
+        cell_str(&r, NULL);
+        cell_u64(&r, v[4]);
+        cell_str(&r, NULL);
+        rs_row(&rs, &r);
     }
     struct proxy_stats sum;
     proxy_sum_stats(p, &sum);
@@ -558,31 +545,29 @@ static void show_databases(struct client *c)
     struct rs rs;
     struct row r = {.n = 0};
     rs_begin(&rs, c, NCOLS(cols), cols);
-    for (int k = 0; k < proxy_count(p); k++) {
-        const struct proxy *w = proxy_nth(p, k);
-        for (struct list_node *pt = w->pools.next; pt != &w->pools; pt = pt->next) {
-            const struct pool *pool = container_of(pt, struct pool, node);
-            if (pool_seen_before(p, k, pool))
-                continue;
-            struct pool_sum sum;
-            pool_sum(p, pool, &sum);
-            cell_str(&r, pool->database);
-            if (p->primary != NULL) {
-                cell_str(&r, compute_host(p->primary));
-                cell_fmt(&r, "%d", compute_port(p->primary));
-            } else {
-                cell_str(&r, NULL);
-                cell_str(&r, NULL);
-            }
-            cell_str(&r, pool->database);
-            cell_str(&r, NULL); /* force_user */
-            cell_fmt(&r, "%d", cfg->pool_size);
-            cell_fmt(&r, "%d", cfg->min_pool_size);
-            cell_str(&r, config_pool_mode_name(cfg->pool_mode));
-            cell_str(&r, "0"); /* no per-database limit (PgBouncer: 0 = unlimited) */
-            cell_fmt(&r, "%d", sum.nservers);
-            rs_row(&rs, &r);
+    struct pool_walk w;
+    pool_walk_begin(&w, p);
+    for (const struct pool *pool; (pool = pool_walk_next(&w)) != NULL;) {
+        if (pool_seen_before(p, pool))
+            continue;
+        struct pool_sum sum;
+        pool_sum(p, pool, &sum);
+        cell_str(&r, pool->database);
+        if (p->primary != NULL) {
+            cell_str(&r, compute_host(p->primary));
+            cell_fmt(&r, "%d", compute_port(p->primary));
+        } else {
+            cell_str(&r, NULL);
+            cell_str(&r, NULL);
         }
+        cell_str(&r, pool->database);
+        cell_str(&r, NULL); /* force_user */
+        cell_fmt(&r, "%d", cfg->pool_size);
+        cell_fmt(&r, "%d", cfg->min_pool_size);
+        cell_str(&r, config_pool_mode_name(cfg->pool_mode));
+        cell_str(&r, "0"); /* no per-database limit (PgBouncer: 0 = unlimited) */
+        cell_fmt(&r, "%d", sum.nservers);
+        rs_row(&rs, &r);
     }
     /* the console itself, as PgBouncer lists its "pgbouncer" database */
     const char *admin_row[] = {"pgtide", NULL, NULL,        "pgtide", NULL,
@@ -596,13 +581,10 @@ static void show_databases(struct client *c)
 static size_t server_count(const struct proxy *home)
 {
     size_t n = 0;
-    for (int k = 0; k < proxy_count(home); k++) {
-        const struct proxy *p = proxy_nth(home, k);
-        for (const struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
-            const struct pool *pool = container_of(pt, struct pool, node);
-            n += list_count(&pool->opening) + list_count(&pool->idle) + list_count(&pool->used);
-        }
-    }
+    struct pool_walk w;
+    pool_walk_begin(&w, home);
+    for (const struct pool *pool; (pool = pool_walk_next(&w)) != NULL;)
+        n += list_count(&pool->opening) + list_count(&pool->idle) + list_count(&pool->used);
     return n;
 }
 

@@ -179,20 +179,18 @@ static void render_servers(struct sbuf *b, struct metrics *m)
 {
     int counts[SERVER_CLOSING + 1] = {0};
     int npools = 0;
-    for (int k = 0; k < proxy_count(m->proxy); k++) {
-        const struct proxy *p = proxy_nth(m->proxy, k);
-        for (const struct list_node *pt = p->pools.next; pt != &p->pools; pt = pt->next) {
-            const struct pool *pool = container_of(pt, struct pool, node);
-            const struct list_node *lists[] = {&pool->opening, &pool->idle, &pool->used};
-            if (!pool_seen_before(m->proxy, k, pool)) /* workers repeat pools: once each */
-                npools++;
-            for (size_t i = 0; i < 3; i++)
-                for (const struct list_node *it = lists[i]->next; it != lists[i]; it = it->next) {
-                    const struct server *s = container_of(it, struct server, node);
-                    if (s->state <= SERVER_CLOSING)
-                        counts[s->state]++;
-                }
-        }
+    struct pool_walk w;
+    pool_walk_begin(&w, m->proxy);
+    for (const struct pool *pool; (pool = pool_walk_next(&w)) != NULL;) {
+        const struct list_node *lists[] = {&pool->opening, &pool->idle, &pool->used};
+        if (!pool_seen_before(m->proxy, pool)) /* workers repeat pools: once each */
+            npools++;
+        for (size_t i = 0; i < 3; i++)
+            for (const struct list_node *it = lists[i]->next; it != lists[i]; it = it->next) {
+                const struct server *s = container_of(it, struct server, node);
+                if (s->state <= SERVER_CLOSING)
+                    counts[s->state]++;
+            }
     }
     family(b, "pgtide_servers", "gauge", "Server connections to computes by state.");
     for (int s = 0; s <= SERVER_CLOSING; s++)

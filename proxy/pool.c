@@ -327,51 +327,65 @@ static bool same_key(const struct pool *a, const struct pool *b)
            strcmp(a->user, b->user) == 0;
 }
 
-bool pool_seen_before(const struct proxy *home, int k, const struct pool *pool)
+void pool_walk_begin(struct pool_walk *w, const struct proxy *home)
 {
-    for (int i = 0; i <= k; i++) {
-        const struct proxy *p = proxy_nth(home, i);
-        for (const struct list_node *it = p->pools.next; it != &p->pools; it = it->next) {
-            const struct pool *o = container_of(it, struct pool, node);
-            if (o == pool)
-                return false;
-            if (same_key(o, pool))
-                return true;
-        }
+    w->home = w->proxy = home;
+    w->k = 0;
+    w->it = home->pools.next;
+}
+
+struct pool *pool_walk_next(struct pool_walk *w)
+{
+    while (w->it == &w->proxy->pools) {
+        if (w->k + 1 >= proxy_count(w->home))
+            return NULL;
+        w->proxy = proxy_nth(w->home, ++w->k);
+        w->it = w->proxy->pools.next;
     }
+    struct pool *pool = container_of(w->it, struct pool, node);
+    w->it = w->it->next;
+    return pool;
+}
+
+bool pool_seen_before(const struct proxy *home, const struct pool *pool)
+{
+    struct pool_walk w;
+    pool_walk_begin(&w, home);
+    for (const struct pool *o; (o = pool_walk_next(&w)) != NULL && o != pool;)
+        if (same_key(o, pool))
+            return true;
     return false;
 }
 
 void pool_sum(const struct proxy *home, const struct pool *pool, struct pool_sum *out)
 {
     memset(out, 0, sizeof(*out));
-    for (int i = 0; i < proxy_count(home); i++) {
-        const struct proxy *p = proxy_nth(home, i);
-        for (const struct list_node *it = p->pools.next; it != &p->pools; it = it->next) {
-            const struct pool *o = container_of(it, struct pool, node);
-            if (!same_key(o, pool))
+    struct pool_walk w;
+    pool_walk_begin(&w, home);
+    for (const struct pool *o; (o = pool_walk_next(&w)) != NULL;) {
+        if (!same_key(o, pool))
+            continue;
+        out->nservers += o->nservers;
+        out->used += (int) list_count(&o->used);
+        out->idle += (int) list_count(&o->idle);
+        out->opening += (int) list_count(&o->opening);
+        out->queries += o->queries;
+        out->xacts += o->xacts;
+        out->wait_us += o->wait_us;
+        out->bytes_recv += o->bytes_recv;
+        out->bytes_sent += o->bytes_sent;
+        const struct list_node *cs = &w.proxy->clients;
+        for (const struct list_node *c = cs->next; c != cs; c = c->next) {
+            const struct client *cl = container_of(c, struct client, node);
+            if (cl->pool != o)
                 continue;
-            out->nservers += o->nservers;
-            out->used += (int) list_count(&o->used);
-            out->idle += (int) list_count(&o->idle);
-            out->opening += (int) list_count(&o->opening);
-            out->queries += o->queries;
-            out->xacts += o->xacts;
-            out->wait_us += o->wait_us;
-            out->bytes_recv += o->bytes_recv;
-            out->bytes_sent += o->bytes_sent;
-            for (const struct list_node *c = p->clients.next; c != &p->clients; c = c->next) {
-                const struct client *cl = container_of(c, struct client, node);
-                if (cl->pool != o)
-                    continue;
-                if (cl->state == CLIENT_ACTIVE) {
-                    out->cl_active++;
-                } else if (cl->state == CLIENT_HELD || cl->state == CLIENT_WAITING) {
-                    out->cl_waiting++;
-                    if (cl->wait_start_ms > 0 &&
-                        (out->oldest_wait_ms == 0 || cl->wait_start_ms < out->oldest_wait_ms))
-                        out->oldest_wait_ms = cl->wait_start_ms;
-                }
+            if (cl->state == CLIENT_ACTIVE) {
+                out->cl_active++;
+            } else if (cl->state == CLIENT_HELD || cl->state == CLIENT_WAITING) {
+                out->cl_waiting++;
+                if (cl->wait_start_ms > 0 &&
+                    (out->oldest_wait_ms == 0 || cl->wait_start_ms < out->oldest_wait_ms))
+                    out->oldest_wait_ms = cl->wait_start_ms;
             }
         }
     }

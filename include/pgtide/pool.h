@@ -101,9 +101,18 @@ struct pool_sum {
 };
 void pool_sum(const struct proxy *home, const struct pool *pool, struct pool_sum *out);
 
-/* True when the walk over proxy_nth(home, 0..k) meets a pool of pool's key before pool itself
-   (it was reported already). */
-bool pool_seen_before(const struct proxy *home, int k, const struct pool *pool);
+/* A walk over every pool of every proxy, home first (home, with the workers stopped).
+   pool_walk_next gives NULL at the end; w->proxy is the proxy of the pool it gave. */
+struct pool_walk {
+    const struct proxy *home, *proxy;
+    int k;
+    const struct list_node *it;
+};
+void pool_walk_begin(struct pool_walk *w, const struct proxy *home);
+struct pool *pool_walk_next(struct pool_walk *w);
+
+/* True when the walk meets a pool of pool's key before pool itself (it was reported already). */
+bool pool_seen_before(const struct proxy *home, const struct pool *pool);
 
 /* A server of the pool closed: its room goes back to the workers' shared count. */
 void pool_room_give(struct pool *pool);
