@@ -102,7 +102,9 @@ void server_set_state(struct server *s, enum server_state to)
         list_add_tail(&pool->opening, &s->node);
         break;
     case SERVER_IDLE:
-        list_add_tail(&pool->idle, &s->node);
+        /* most recently used first (LIFO): the busy few stay warm, the rest age out under
+           server_idle_timeout; round-robin woke every backend in turn (more switches) */
+        list_add_head(&pool->idle, &s->node);
         break;
     case SERVER_SETUP:
     case SERVER_ACTIVE:
