@@ -248,7 +248,7 @@ void pool_trim_for_others(struct proxy *p)
     list_for_each_safe(it, tmp, &p->pools)
     {
         struct pool *pool = container_of(it, struct pool, node);
-        struct list_node *coldest = list_last(&pool->idle);
+        struct list_node *coldest = list_first(&pool->idle); /* idle longest */
         if (pool->slot != NULL && coldest != NULL &&
             hub_slot_should_yield(pool->slot, p->worker, !list_empty(&pool->waiting),
                                   proxy_now_ms()))

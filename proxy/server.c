@@ -102,9 +102,11 @@ void server_set_state(struct server *s, enum server_state to)
         list_add_tail(&pool->opening, &s->node);
         break;
     case SERVER_IDLE:
-        /* most recently used first (LIFO): the busy few stay warm, the rest age out under
-           server_idle_timeout; round-robin woke every backend in turn (more switches) */
-        list_add_head(&pool->idle, &s->node);
+        /* longest idle first (round-robin). Measured against most recently used first (LIFO,
+           PgBouncer's default), in one run: LIFO got 0.94x the throughput at pgbench -S -c 16
+           with pool_size 20 (its backend may still be finishing the last query), the same at
+           256 clients */
+        list_add_tail(&pool->idle, &s->node);
         break;
     case SERVER_SETUP:
     case SERVER_ACTIVE:
