@@ -22,6 +22,7 @@
 #include "pgtide/log.h"
 #include "pgtide/proxy.h"
 #include "pgtide/ryw.h"
+#include "pgtide/server.h"
 
 /* One proxy's incoming messages. */
 struct hub_inbox {
@@ -189,14 +190,22 @@ static struct hub_worker *worker_of(const struct proxy *p)
     return &p->hub->w[p->worker];
 }
 
+/* A message nobody will handle: the connection in it is closed. */
+static void drop(const struct hub_msg *m)
+{
+    if (m->kind == HUB_ADOPT) {
+        SSL_free(m->conn.ssl);
+        close(m->conn.fd);
+        free(m->conn.data);
+    } else if (m->kind == HUB_SERVER) {
+        server_discard(m->server);
+    }
+}
+
 void hub_post(struct proxy *to, const struct hub_msg *m)
 {
     if (to->hub->stopping) {
-        if (m->kind == HUB_ADOPT) {
-            SSL_free(m->conn.ssl);
-            close(m->conn.fd);
-            free(m->conn.data);
-        }
+        drop(m);
         return;
     }
     struct hub_worker *w = worker_of(to);
@@ -208,11 +217,9 @@ void hub_post(struct proxy *to, const struct hub_msg *m)
         if (q == NULL) {
             pthread_mutex_unlock(&in->mu);
             log_error("hub: out of memory; a message to worker %d is lost", to->worker);
-            if (m->kind == HUB_ADOPT) {
-                SSL_free(m->conn.ssl);
-                close(m->conn.fd);
-                free(m->conn.data);
-            }
+            if (m->kind == HUB_SERVER)
+                hub_slot_give(to->hub, m->slot, to->worker); /* it was counted there */
+            drop(m);
             return;
         }
         in->q = q;
@@ -408,11 +415,7 @@ void hub_stop(struct hub *h)
     for (int i = 0; i <= h->n; i++) {
         struct hub_inbox *in = &h->w[i].inbox;
         for (int k = 0; k < in->n; k++)
-            if (in->q[k].kind == HUB_ADOPT) {
-                SSL_free(in->q[k].conn.ssl);
-                close(in->q[k].conn.fd);
-                free(in->q[k].conn.data);
-            }
+            drop(&in->q[k]);
         in->n = 0;
     }
     free_workers(h);
@@ -528,11 +531,11 @@ void hub_slot_satisfied(struct hub_slot *s, int worker)
         __atomic_and_fetch(&s->demand, ~(1u << worker), __ATOMIC_RELAXED);
 }
 
-bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_waiters, int64_t now_ms)
+int hub_slot_yield_to(const struct hub_slot *s, int worker, bool local_waiters, int64_t now_ms)
 {
     uint32_t want = __atomic_load_n(&s->demand, __ATOMIC_RELAXED) & ~(1u << worker);
     if (want == 0)
-        return false;
+        return -1;
     int mine = __atomic_load_n(&s->per[worker], __ATOMIC_RELAXED);
     for (int j = 0; j <= HUB_MAX_WORKERS; j++) {
         if (!(want & (1u << j)))
@@ -543,9 +546,20 @@ bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_wait
         if (!local_waiters
                 ? theirs == 0 || waited >= HUB_IDLE_YIELD_MS
                 : mine > theirs + 1 || (theirs == 0 && mine > 0 && waited >= HUB_STARVE_MS))
-            return true;
+            return j;
     }
-    return false;
+    return -1;
+}
+
+void hub_slot_move(struct hub *h, struct hub_slot *s, int from, int to)
+{
+    pthread_mutex_lock(&h->tables);
+    if (s->per[from] > 0)
+        __atomic_store_n(&s->per[from], s->per[from] - 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->per[to], s->per[to] + 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&h->tables);
+    /* served: it asks again (hub_slot_want) if clients still wait there */
+    __atomic_and_fetch(&s->demand, ~(1u << to), __ATOMIC_SEQ_CST);
 }
 
 /* ---- read-your-writes --------------------------------------------------------------------- */

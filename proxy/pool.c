@@ -137,24 +137,32 @@ void pool_cancel_wait(struct pool *pool, struct client *c)
     list_del(&c->wait_node);
 }
 
-/* Closes s so that a worker waiting at pool_size gets its room: this pool does not take the
-   room back itself (its own waiters are noted as demand, served when the others yield). */
-static void yield(struct pool *pool, struct server *s)
+/* Gives s to worker `to`, waiting at pool_size: handed over as it is when it can move, else
+   closed so that worker gets its room. This pool does not take the room back itself (its own
+   waiters are noted as demand, served when the others yield). */
+static void yield(struct pool *pool, struct server *s, int to)
 {
-    pool->yielding = true;
-    server_close(s, "pool room given to another worker");
-    pool->yielding = false;
+    struct proxy *p = pool->proxy;
+    if (server_movable(s)) {
+        server_hand_over(s, hub_worker(p->hub, to));
+    } else {
+        pool->yielding = true;
+        server_close(s, "pool room given to another worker");
+        pool->yielding = false;
+    }
     if (!list_empty(&pool->waiting))
-        hub_slot_want(pool->proxy->hub, pool->slot, pool->proxy->worker);
+        hub_slot_want(p->hub, pool->slot, p->worker);
 }
 
 void pool_server_idle(struct pool *pool, struct server *s)
 {
     struct list_node *first = list_first(&pool->waiting);
     /* with waiters here, a server serves at least one of them before it may go */
-    if (pool->slot != NULL && (first == NULL || s->served) &&
-        hub_slot_should_yield(pool->slot, pool->proxy->worker, first != NULL, proxy_now_ms())) {
-        yield(pool, s);
+    int to = -1;
+    if (pool->slot != NULL && (first == NULL || s->served))
+        to = hub_slot_yield_to(pool->slot, pool->proxy->worker, first != NULL, proxy_now_ms());
+    if (to >= 0) {
+        yield(pool, s, to);
         return;
     }
     if (first == NULL) {
@@ -165,6 +173,16 @@ void pool_server_idle(struct pool *pool, struct server *s)
     list_del(&c->wait_node);
     pool->wait_us += (uint64_t) (proxy_now_ms() - c->wait_start_ms) * 1000;
     server_assign(s, c);
+}
+
+void pool_server_adopted(struct pool *pool, struct server *s)
+{
+    pool->nservers++;
+    list_add_tail(&pool->idle, &s->node);
+    s->last_used_ms = proxy_now_ms();
+    pool_server_idle(pool, s);
+    if (!list_empty(&pool->waiting))
+        grow(pool); /* more wait: room, or ask the others again */
 }
 
 void pool_server_gone(struct pool *pool, struct server *s)
@@ -249,10 +267,12 @@ void pool_trim_for_others(struct proxy *p)
     {
         struct pool *pool = container_of(it, struct pool, node);
         struct list_node *coldest = list_first(&pool->idle); /* idle longest */
-        if (pool->slot != NULL && coldest != NULL &&
-            hub_slot_should_yield(pool->slot, p->worker, !list_empty(&pool->waiting),
-                                  proxy_now_ms()))
-            yield(pool, container_of(coldest, struct server, node));
+        if (pool->slot == NULL || coldest == NULL)
+            continue;
+        int to =
+            hub_slot_yield_to(pool->slot, p->worker, !list_empty(&pool->waiting), proxy_now_ms());
+        if (to >= 0)
+            yield(pool, container_of(coldest, struct server, node), to);
     }
 }
 

@@ -453,6 +453,7 @@ static void on_drain(struct ev_loop *loop, ev_check *w, int revents)
         if (list_unlinked(n) && ev_is_pending(&c->rio) && ev_clear_pending(loop, &c->rio) != 0)
             list_add_tail(&p->ready, n);
     }
+    server_post_handovers(p); /* nothing of this iteration can touch them any more */
 }
 
 /* ---- compute and idle policy -------------------------------------------------------------- */
@@ -545,6 +546,9 @@ void proxy_handle_msg(struct proxy *p, struct hub_msg *m)
         break;
     case HUB_TRIM:
         pool_trim_for_others(p);
+        break;
+    case HUB_SERVER:
+        server_adopt(p, m->server, m->slot);
         break;
     case HUB_PARKED:
         park_round_end(p);
@@ -802,6 +806,7 @@ static void init_common(struct proxy *p, struct ev_loop *loop)
     list_init(&p->pools);
     list_init(&p->dead_clients);
     list_init(&p->dead_servers);
+    list_init(&p->handing);
     list_init(&p->ready);
     p->started_ms = p->last_activity_ms = proxy_now_ms();
     ev_check_init(&p->reaper, on_reap);
@@ -936,6 +941,7 @@ void proxy_free(struct proxy *p)
                 server_close(container_of(st, struct server, node), "shutdown");
             }
     }
+    server_post_handovers(p); /* the hub is stopping: dropped and closed there */
     if (p->loop != NULL) {
         on_reap(p->loop, &p->reaper, 0);
         ev_check_stop(p->loop, &p->reaper);

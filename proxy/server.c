@@ -23,6 +23,7 @@
 #include "pgtide/client.h"
 #include "pgtide/compute.h"
 #include "pgtide/config.h"
+#include "pgtide/hub.h"
 #include "pgtide/log.h"
 #include "pgtide/park.h"
 #include "pgtide/pkt.h"
@@ -892,7 +893,7 @@ void server_assign(struct server *s, struct client *c)
     s->client = c;
     s->served = true;
     s->in_flight = 0;
-    if (c->parked == NULL && txn_params_in_step(c, s)) {
+    if (c->parked == NULL && !s->stale_statements && txn_params_in_step(c, s)) {
         /* the usual case, without allocating anything */
         server_set_state(s, SERVER_ACTIVE);
         client_attach_server(c, s);
@@ -901,7 +902,7 @@ void server_assign(struct server *s, struct client *c)
     struct pkt_builder q;
     pkt_builder_init_dyn(&q, 256);
     int n = txn_param_sync(c, s, &q);
-    if (n == 0 && c->parked == NULL) {
+    if (n == 0 && c->parked == NULL && !s->stale_statements) {
         pkt_builder_free(&q);
         server_set_state(s, SERVER_ACTIVE);
         client_attach_server(c, s);
@@ -910,6 +911,11 @@ void server_assign(struct server *s, struct client *c)
     pkt_put_bytes(&q, "", 1);
     server_set_state(s, SERVER_SETUP);
     s->in_flight = 0;
+    if (s->stale_statements) {
+        pkt_write_query(server_out(s), "DEALLOCATE ALL");
+        s->in_flight++;
+        s->stale_statements = false;
+    }
     if (n > 0 && !q.failed) {
         pkt_write_query(server_out(s), (const char *) q.buf);
         s->in_flight++;
@@ -1016,6 +1022,72 @@ void server_detach(struct server *s)
     s->last_used_ms = proxy_now_ms();
     server_set_state(s, SERVER_IDLE);
     pool_server_idle(s->pool, s);
+}
+
+/* ---- moving between workers --------------------------------------------------------------- */
+
+bool server_movable(const struct server *s)
+{
+    return s->state == SERVER_IDLE && s->client == NULL && s->in_flight == 0 && s->q.count == 0 &&
+           s->txn == 'I' && !relay_has_pending(&s->conn) && s->out_off >= s->out_builder.len &&
+           (s->conn.in == NULL || buf_len(s->conn.in) == 0) && !s->conn.sock.want_write &&
+           !s->conn.tls_more && !s->ryw_held;
+}
+
+void server_hand_over(struct server *s, struct proxy *to)
+{
+    struct proxy *p = proxy_of(s);
+    struct pool *pool = s->pool;
+    list_del(&s->node);
+    list_del(&s->conn.ready);
+    ev_io_stop(p->loop, &s->conn.rio);
+    ev_io_stop(p->loop, &s->conn.wio);
+    ev_timer_stop(p->loop, &s->timer);
+    relay_release_idle(&s->conn); /* buffers stay on this thread's free list */
+    pool->nservers--;
+    hub_slot_move(p->hub, pool->slot, p->worker, to->worker);
+    SLOG(LOG_LVL_DEBUG, s, "handed over to worker %d", to->worker);
+    s->hand_to = to->worker;
+    list_add_tail(&p->handing, &s->node);
+}
+
+void server_post_handovers(struct proxy *p)
+{
+    while (!list_empty(&p->handing)) {
+        struct server *s = container_of(list_first(&p->handing), struct server, node);
+        list_del(&s->node);
+        struct hub_msg m = {.kind = HUB_SERVER, .server = s, .slot = s->pool->slot};
+        s->pool = NULL; /* this worker's pool is not the receiver's to touch */
+        hub_post(hub_worker(p->hub, s->hand_to), &m);
+    }
+}
+
+void server_adopt(struct proxy *p, struct server *s, struct hub_slot *slot)
+{
+    struct pool *pool = NULL;
+    if (!p->shutting_down)
+        pool = pool_get_for(p, (struct compute *) slot->compute, slot->database, slot->user);
+    if (pool == NULL) {
+        hub_slot_give(p->hub, slot, p->worker); /* it was counted here */
+        server_discard(s);
+        return;
+    }
+    s->pool = pool;
+    s->served = false;
+    if (s->prepared.n > 0) {
+        s->prepared.n = 0;
+        s->stale_statements = true;
+    }
+    relay_read_on(p->loop, &s->conn, true); /* an idle server's EOF or stray message */
+    pool_server_adopted(pool, s);
+}
+
+void server_discard(struct server *s)
+{
+    relay_conn_close(&s->conn);
+    if (s->out_builder.buf != NULL)
+        pkt_builder_free(&s->out_builder);
+    server_free(s);
 }
 
 /* ---- cancel ------------------------------------------------------------------------------ */

@@ -4,7 +4,8 @@
  * N > 1 the main thread keeps the control plane (computes, replicas, backups, the ledger), the
  * admin console and the unix socket; N worker threads each run their own libev loop and proxy, with
  * SO_REUSEPORT listeners on the TCP ports, their own clients, servers and cancel keys. Pools are
- * partitioned: each worker has its own servers, and pool_size caps their sum (hub slots).
+ * partitioned: each worker has its own servers, and pool_size caps their sum (hub slots); an idle
+ * server another worker waits for moves to it as it is (HUB_SERVER), with its backend.
  *
  * Three ways across threads, and no others:
  *  - the control-plane lock: the main loop holds it while it runs callbacks (released around
@@ -24,6 +25,8 @@
 struct proxy;
 struct compute;
 struct hub;
+struct server;
+struct hub_slot;
 
 #define HUB_MAX_WORKERS 31 /* worker i is bit i of a 32-bit mask */
 
@@ -34,6 +37,7 @@ enum hub_msg_kind {
     HUB_REPLICA, /* a replica changed state */
     HUB_POOLS,   /* pool room was freed: waiting clients may get a server now */
     HUB_TRIM,    /* another worker waits at pool_size: give back idle servers */
+    HUB_SERVER,  /* an idle server connection moves to this proxy's pool (hub slot .slot) */
     HUB_PARKED,  /* home: the parking round's last snapshot is in */
     HUB_STOP,    /* leave the loop (shutdown) */
 };
@@ -54,7 +58,9 @@ struct hub_msg {
     int from, to;            /* compute states (HUB_COMPUTE, HUB_REPLICA) */
     struct compute *compute; /* HUB_REPLICA */
     uint32_t cancel_pid, cancel_key;
-    struct hub_conn conn; /* HUB_ADOPT */
+    struct hub_conn conn;  /* HUB_ADOPT */
+    struct server *server; /* HUB_SERVER: idle, off every loop and list; the receiver's now */
+    struct hub_slot *slot; /* HUB_SERVER: the (compute, database, user) it serves */
 };
 
 /* A pool's share of pool_size across workers: the servers open for (compute, database, user)
@@ -120,16 +126,18 @@ void hub_broadcast(struct hub *h, const struct proxy *except, const struct hub_m
 /* Pool room shared by the workers (see struct hub_slot). take: true when the worker may open
    one more server; else its demand is noted and the others are asked to trim (HUB_TRIM). give:
    one of its servers closed; the waiting workers are told (HUB_POOLS). satisfied: it waits no
-   more. should_yield: another worker waits and this one has no waiters or holds more than its
-   share (HUB_STARVE_MS), so a server it is done with should close rather than idle. */
+   more. yield_to: the waiting worker that a server this one is done with should go to rather
+   than idle here (this one has no waiters, or holds more than its share: HUB_STARVE_MS), or -1.
+   move: one server of `from` now counts as `to`'s (handed over with HUB_SERVER); `to` waits
+   no more until it says so again. */
 struct hub_slot *hub_slot_get(struct hub *h, const struct compute *c, const char *database,
                               const char *user);
 bool hub_slot_take(struct hub *h, struct hub_slot *s, int worker, int limit);
 void hub_slot_give(struct hub *h, struct hub_slot *s, int worker);
 void hub_slot_satisfied(struct hub_slot *s, int worker);
 void hub_slot_want(struct hub *h, struct hub_slot *s, int worker);
-bool hub_slot_should_yield(const struct hub_slot *s, int worker, bool local_waiters,
-                           int64_t now_ms);
+int hub_slot_yield_to(const struct hub_slot *s, int worker, bool local_waiters, int64_t now_ms);
+void hub_slot_move(struct hub *h, struct hub_slot *s, int from, int to);
 
 /* read-your-writes across workers: each worker mirrors its primary pool's causal LSN of
    (database, user) here; a reader needs the newest of them (RYW_LSN_UNKNOWN if any is). */

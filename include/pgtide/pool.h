@@ -80,6 +80,10 @@ void pool_server_idle(struct pool *pool, struct server *s);
 /* A server closed: forget it; open a replacement if clients wait. */
 void pool_server_gone(struct pool *pool, struct server *s);
 
+/* An idle server handed over by another worker joins this pool (its room already counted here)
+   and serves the first waiter. */
+void pool_server_adopted(struct pool *pool, struct server *s);
+
 /* A server failed to log in: clients waiting on this pool get the server's error. */
 void pool_login_failed(struct pool *pool, const char *sqlstate, const char *msg);
 

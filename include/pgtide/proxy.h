@@ -76,6 +76,7 @@ struct proxy {
     uint64_t next_client_id, next_server_id;
     struct client *cancel_table[PROXY_CANCEL_BUCKETS];
     struct list_node dead_clients, dead_servers; /* closed this iteration, freed by reaper */
+    struct list_node handing; /* servers handed to other workers, posted at the iteration's end */
     ev_check reaper;
     struct list_node ready;        /* connections readable this iteration, in readiness order */
     ev_check drain;                /* reads them after every other callback of the iteration */

@@ -26,6 +26,9 @@
 
 struct pool;
 struct client;
+struct compute;
+struct proxy;
+struct hub_slot;
 
 enum server_state {
     SERVER_CONNECTING,
@@ -64,6 +67,9 @@ struct server {
     int in_flight;     /* requests (Query, Sync, FunctionCall) whose ReadyForQuery is due */
     bool is_unix;
     bool served; /* a client has had it (worker threads: a new one serves before it yields) */
+    bool stale_statements; /* came from another worker: its statements are named by that one's
+                              registry, so DEALLOCATE ALL before the next client uses it */
+    int hand_to;           /* the worker it goes to, while in its proxy's handing list */
     struct scram_client scram;
     /* transaction pooling (txn.h) */
     struct txn_queue q;           /* expected answers, in order */
@@ -109,6 +115,23 @@ void server_pump(struct server *s);
 
 /* The server's socket was readable (called in readiness order by the proxy's drain). */
 void server_read_ready(struct server *s);
+
+/* Worker threads: true when s, idle, may move to another worker's loop as it is (nothing
+   buffered or due either way). */
+bool server_movable(const struct server *s);
+
+/* Takes a movable server off its loop and pool (its room counted as worker `to`'s now) and
+   queues it for that worker: server_post_handovers sends it at the end of the loop iteration,
+   when no caller up the stack can touch it any more (HUB_SERVER). */
+void server_hand_over(struct server *s, struct proxy *to);
+void server_post_handovers(struct proxy *p);
+
+/* The receiving end: s joins this proxy's pool for the slot's (compute, database, user) and
+   its loop; closed instead while this proxy shuts down. */
+void server_adopt(struct proxy *p, struct server *s, struct hub_slot *slot);
+
+/* A handed-over server that no loop will adopt (the workers stop): closed and freed. */
+void server_discard(struct server *s);
 
 /* Frees a closed server (called by the proxy after the loop iteration that closed it). */
 void server_free(struct server *s);

@@ -23,6 +23,12 @@ Private pgtides in front of the harness's PostgreSQL, with workers=3 unless said
  7. workers=1 (the old single loop) serves, and every SHOW CLIENTS row says worker 0.
  8. A second pgtide (workers=2) on the same listen_port refuses to start ("cannot listen")
     instead of silently sharing the port through SO_REUSEPORT; the first keeps serving.
+ 9. Servers move between workers instead of closing: with pool_size=1 and two workers, two
+    psycopg 3 clients on different workers take turns 12 times, each with its own protocol-level
+    prepared statement (prepare_threshold=0, different text and result type under the same
+    pgtide-side name on each worker); every answer is right, every turn runs on the one backend
+    (the server was handed over, not reopened) and PostgreSQL never sees a second one. In 5, the
+    waiting session on a third worker gets the backend the closed session had.
 Nothing asserts wall-clock time: waiting is observed through the admin console or
 pg_stat_activity, and every wait is bounded.
 """
@@ -31,6 +37,7 @@ import subprocess
 import threading
 import time
 
+import psycopg
 import psycopg2
 
 from t_proxy_harness import PGTIDE_BIN, free_port, raw_query, scratch_dir
@@ -331,7 +338,7 @@ def test_session():
     def third():
         try:
             c = connect(t, "w5_c", unix=True)
-            res["q"] = one(c, "SELECT 'third'")[0]
+            res["q"], res["pid"] = one(c, "SELECT 'third', pg_backend_pid()")
             res["c"] = c
         except psycopg2.Error as e:
             res["q"] = f"error {e.pgcode}: {str(e).strip()}"
@@ -353,11 +360,52 @@ def test_session():
     th.join(60)
     check(res.get("q") == "third", f"the third query completes after a session ends: "
                                    f"{res.get('q')}")
+    if row and int(row["worker"]) != wa:
+        check(res.get("pid") == pa, f"the closed session's server moved to the third session's "
+                                    f"worker: backend {res.get('pid')}, the closed one had {pa}")
     n = app_backends(foreign)
     check(len(n) <= 2, f"at most 2 app backends on PostgreSQL afterwards: {n}")
     for c in (b, res.get("c")):
         if c is not None:
             c.close()
+    t.stop()
+    leak_note(t)
+
+
+# ---------------------------------------------------------------- 9. servers move
+
+def test_handover():
+    t = wtide(2, "w9", pool_size=1, query_wait_timeout="60s")
+    foreign = foreign_backends()
+    conns = {}
+    for name in ("w9_a", "w9_b"):
+        c = psycopg.connect(tide_dsn(t, host=t.sock, application_name=name), autocommit=True,
+                            prepare_threshold=0)
+        conns[name] = c
+    wa, wb = (int(client_row(t, x)["worker"]) for x in ("w9_a", "w9_b"))
+    check(wa != wb, f"the two clients live on different workers ({wa}, {wb})")
+    # the first statement each worker registers gets the same pgtide-side name on the server
+    sql = {"w9_a": "SELECT pg_backend_pid(), %s::int * 2 AS doubled",
+           "w9_b": "SELECT pg_backend_pid(), 'b-' || %s::text AS tagged"}
+    want = {"w9_a": lambda i: i * 2, "w9_b": lambda i: f"b-{i}"}
+    pids, wrong, errors, peak = set(), [], [], 0
+    for i in range(12):
+        for name, c in conns.items():
+            try:
+                pid, v = c.execute(sql[name], (i,)).fetchone()
+                pids.add(pid)
+                if v != want[name](i):
+                    wrong.append((name, i, v))
+            except psycopg.Error as e:
+                errors.append(f"{name} turn {i}: {e.sqlstate} {str(e).strip()}")
+        peak = max(peak, len(app_backends(foreign)))
+    check(not errors and not wrong, f"24 alternating turns all answer right "
+                                    f"(errors {errors[:3]}, wrong {wrong[:3]})")
+    check(len(pids) == 1, f"every turn on both workers ran on the one backend: {sorted(pids)}")
+    check(peak == 1, f"PostgreSQL never saw a second app backend (peak {peak})")
+    for c in conns.values():
+        c.close()
+    check(t.alive(), "the workers=2 pgtide is still running")
     t.stop()
     leak_note(t)
 
@@ -495,7 +543,7 @@ def main():
     t.stop()
     leak_note(t)
     for name, fn in (("4 shared cap", test_shared_cap), ("5 session", test_session),
-                     ("7 workers=1", test_single)):
+                     ("7 workers=1", test_single), ("9 handover", test_handover)):
         log(f"--- {name}")
         try:
             fn()
