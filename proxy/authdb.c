@@ -4,7 +4,9 @@
  * atomically), which is refreshed from pg_authid every time the primary starts; then
  * auth_query on the compute through non-blocking libpq. A lookup that needs the compute while
  * it is down waits for it (and wakes it); users the compute does not know are remembered as
- * absent until the next refresh, so a stream of bad user names wakes nothing twice.
+ * absent until the next refresh, so a stream of bad user names wakes nothing twice. With worker
+ * threads each worker has its own copy (same lookups, no locks); home's alone writes the file, and
+ * what a worker's auth_query finds reaches home and the other workers as HUB_AUTH messages.
  */
 #include "pgtide/authdb.h"
 
@@ -163,6 +165,10 @@ struct authdb *authdb_new(struct proxy *p)
     if (p->store != NULL)
         a->path = store_path(p->store, "state/auth.cache");
     load(a);
+    if (p->worker > 0) { /* home's file: read, never written from here */
+        free(a->path);
+        a->path = NULL;
+    }
     return a;
 }
 
@@ -227,6 +233,28 @@ static int conninfo(struct authdb *a, char *out, size_t len)
     return n < (int) len ? 0 : -1;
 }
 
+/* Posts a copy of user's secret to proxy `to` (HUB_AUTH; `from`: the worker that found it). */
+static void post_secret(struct proxy *to, const char *user, const char *secret, int from)
+{
+    struct hub_msg m = {.kind = HUB_AUTH, .from = from};
+    m.user = strdup(user);
+    m.secret = strdup(secret);
+    if (m.user == NULL || m.secret == NULL) {
+        free(m.user);
+        free(m.secret);
+        return;
+    }
+    hub_post(to, &m);
+}
+
+/* A secret auth_query found on a worker goes to home (which writes the file). */
+static void share(struct authdb *a, const char *user, const char *secret)
+{
+    struct proxy *p = a->p;
+    if (p->hub != NULL && p->worker > 0)
+        post_secret(p->home, user, secret, p->worker);
+}
+
 static void query_done(void *arg, int ntuples, int nfields, const char *const *values,
                        const char *err)
 {
@@ -240,10 +268,26 @@ static void query_done(void *arg, int ntuples, int nfields, const char *const *v
         secret = values[1];
         (void) put(a, r->user, secret);
         save(a);
+        share(a, r->user, secret);
     } else {
         (void) put(a, r->user, NULL);
     }
     finish(r, secret);
+}
+
+void authdb_learnt(struct authdb *a, char *user, char *secret, int from)
+{
+    struct proxy *p = a->p;
+    (void) put(a, user, secret);
+    if (p->worker == 0 && p->hub != NULL) {
+        save(a);
+        for (int i = 1; i <= hub_size(p->hub); i++)
+            if (i != from)
+                post_secret(hub_worker(p->hub, i), user, secret, from);
+    }
+    OPENSSL_cleanse(secret, strlen(secret));
+    free(secret);
+    free(user);
 }
 
 static void run_query(struct authdb *a, struct authdb_req *r)

@@ -7,6 +7,7 @@
 #include "pgtide/hub.h"
 
 #include <assert.h>
+#include <openssl/crypto.h>
 #include <errno.h>
 #include <ev.h>
 #include <pthread.h>
@@ -199,6 +200,11 @@ static void drop(const struct hub_msg *m)
         free(m->conn.data);
     } else if (m->kind == HUB_SERVER) {
         server_discard(m->server);
+    } else if (m->kind == HUB_AUTH) {
+        if (m->secret != NULL)
+            OPENSSL_cleanse(m->secret, strlen(m->secret));
+        free(m->user);
+        free(m->secret);
     }
 }
 

@@ -550,6 +550,9 @@ void proxy_handle_msg(struct proxy *p, struct hub_msg *m)
     case HUB_SERVER:
         server_adopt(p, m->server, m->slot);
         break;
+    case HUB_AUTH:
+        authdb_learnt(p->authdb, m->user, m->secret, m->from);
+        break;
     case HUB_PARKED:
         park_round_end(p);
         break;

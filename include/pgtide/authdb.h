@@ -37,6 +37,12 @@ void authdb_compute_failed(struct authdb *a);
 /* Seeds the cache with one entry (at init, before the compute ever ran) and saves it. */
 int authdb_seed(struct authdb *a, const char *user, const char *secret);
 
+/* Worker threads: home's cache learnt user's secret from a worker's auth_query (HUB_AUTH, `from`
+   the worker): kept, written to the cache file, and passed on to the other workers; on a
+   worker: kept. Takes user and secret (malloc'd). Only home writes the file: workers hold
+   copies in memory, so no two threads ever write it. */
+void authdb_learnt(struct authdb *a, char *user, char *secret, int from);
+
 /* True while a query of its own runs on the compute (cache refresh, auth_query). */
 bool authdb_busy(const struct authdb *a);
 

@@ -38,6 +38,7 @@ enum hub_msg_kind {
     HUB_POOLS,   /* pool room was freed: waiting clients may get a server now */
     HUB_TRIM,    /* another worker waits at pool_size: give back idle servers */
     HUB_SERVER,  /* an idle server connection moves to this proxy's pool (hub slot .slot) */
+    HUB_AUTH,    /* auth_query found a secret (.user, .secret): home keeps it, passes it on */
     HUB_PARKED,  /* home: the parking round's last snapshot is in */
     HUB_STOP,    /* leave the loop (shutdown) */
 };
@@ -61,6 +62,7 @@ struct hub_msg {
     struct hub_conn conn;  /* HUB_ADOPT */
     struct server *server; /* HUB_SERVER: idle, off every loop and list; the receiver's now */
     struct hub_slot *slot; /* HUB_SERVER: the (compute, database, user) it serves */
+    char *user, *secret;   /* HUB_AUTH: malloc'd, the receiver's; .from = the worker that asked */
 };
 
 /* A pool's share of pool_size across workers: the servers open for (compute, database, user)
