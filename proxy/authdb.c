@@ -5,8 +5,9 @@
  * auth_query on the compute through non-blocking libpq. A lookup that needs the compute while
  * it is down waits for it (and wakes it); users the compute does not know are remembered as
  * absent until the next refresh, so a stream of bad user names wakes nothing twice. With worker
- * threads each worker has its own copy (same lookups, no locks); home's alone writes the file, and
- * what a worker's auth_query finds reaches home and the other workers as HUB_AUTH messages.
+ * threads each worker has its own copy (same lookups, no locks); home's alone refreshes it from
+ * pg_authid, sends the result to the workers (HUB_AUTHSET) and writes the file, and what a
+ * worker's auth_query finds reaches home and the other workers as HUB_AUTH messages.
  */
 #include "pgtide/authdb.h"
 
@@ -49,6 +50,13 @@ struct authdb {
     struct list_node querying; /* requests with an auth_query running */
     struct pgq *refresh;
     char *path;
+    bool awaiting_home; /* a worker after a compute start: home's refresh is on its way */
+};
+
+/* A copy of home's cache after its refresh from pg_authid, for a worker (HUB_AUTHSET). */
+struct authdb_set {
+    struct entry *entries;
+    int n;
 };
 
 static struct entry *find(struct authdb *a, const char *user)
@@ -332,7 +340,8 @@ struct authdb_req *authdb_lookup(struct authdb *a, const char *user, authdb_done
     r->done = done;
     r->arg = arg;
     list_init(&r->node);
-    if (compute_get_state(p->primary) == COMPUTE_RUNNING && a->refresh == NULL) {
+    if (compute_get_state(p->primary) == COMPUTE_RUNNING && a->refresh == NULL &&
+        !a->awaiting_home) {
         run_query(a, r);
         return list_unlinked(&r->node) ? NULL : r;
     }
@@ -373,11 +382,78 @@ static void serve_waiting(struct authdb *a)
     }
 }
 
+void authdb_set_free(struct authdb_set *set)
+{
+    if (set == NULL)
+        return;
+    for (int i = 0; i < set->n; i++) {
+        OPENSSL_cleanse(set->entries[i].secret, strlen(set->entries[i].secret));
+        free(set->entries[i].secret);
+        free(set->entries[i].user);
+    }
+    free(set->entries);
+    free(set);
+}
+
+/* The known secrets of a (home's), copied; NULL when out of memory. */
+static struct authdb_set *snapshot(const struct authdb *a)
+{
+    struct authdb_set *set = calloc(1, sizeof(*set));
+    if (set == NULL)
+        return NULL;
+    if (a->n > 0 && (set->entries = calloc((size_t) a->n, sizeof(*set->entries))) == NULL) {
+        free(set);
+        return NULL;
+    }
+    for (int i = 0; i < a->n; i++) {
+        const struct entry *e = &a->entries[i];
+        if (e->secret == NULL)
+            continue;
+        struct entry *d = &set->entries[set->n];
+        d->user = strdup(e->user);
+        d->secret = strdup(e->secret);
+        if (d->user == NULL || d->secret == NULL) {
+            free(d->user);
+            free(d->secret);
+            authdb_set_free(set);
+            return NULL;
+        }
+        set->n++;
+    }
+    return set;
+}
+
+/* Home, after a compute start: every worker gets the refreshed cache (or, when the refresh
+   failed, only word to go on: its waiting lookups then use auth_query). */
+static void push_to_workers(struct authdb *a, bool refreshed)
+{
+    struct proxy *p = a->p;
+    if (p->hub == NULL || p->worker > 0)
+        return;
+    for (int i = 1; i <= hub_size(p->hub); i++) {
+        struct hub_msg m = {.kind = HUB_AUTHSET, .authset = refreshed ? snapshot(a) : NULL};
+        hub_post(hub_worker(p->hub, i), &m);
+    }
+}
+
+void authdb_take_set(struct authdb *a, struct authdb_set *set)
+{
+    if (set != NULL) {
+        clear_entries(a);
+        for (int i = 0; i < set->n; i++)
+            (void) put(a, set->entries[i].user, set->entries[i].secret);
+        authdb_set_free(set);
+    }
+    a->awaiting_home = false;
+    serve_waiting(a);
+}
+
 static void refresh_done(void *arg, int ntuples, int nfields, const char *const *values,
                          const char *err)
 {
     struct authdb *a = arg;
     a->refresh = NULL;
+    bool ok = false;
     if (err != NULL) {
         log_warn("auth cache refresh failed: %s", err);
     } else if (nfields >= 2) {
@@ -386,29 +462,35 @@ static void refresh_done(void *arg, int ntuples, int nfields, const char *const 
             if (values[i * nfields + 1] != NULL)
                 (void) put(a, values[i * nfields], values[i * nfields + 1]);
         save(a);
+        ok = true;
         log_info("auth cache refreshed from pg_authid: %d users", a->n);
     }
+    push_to_workers(a, ok);
     serve_waiting(a);
 }
 
 void authdb_compute_ready(struct authdb *a, bool fresh_start)
 {
     struct proxy *p = a->p;
-    if (!fresh_start || compute_is_static(p->primary) || a->refresh != NULL) {
+    bool refreshes = fresh_start && !compute_is_static(p->primary);
+    if (refreshes && p->hub != NULL && p->worker > 0) {
+        a->awaiting_home = true; /* one query for all: home's refresh comes as HUB_AUTHSET */
+        return;
+    }
+    if (!refreshes || a->refresh != NULL) { /* a running refresh pushes when done */
         serve_waiting(a);
         return;
     }
     char ci[1024];
-    if (conninfo(a, ci, sizeof(ci)) != 0) {
+    if (conninfo(a, ci, sizeof(ci)) == 0)
+        a->refresh = pgq_start(p->loop, ci,
+                               "SELECT rolname, rolpassword FROM pg_catalog.pg_authid "
+                               "WHERE rolcanlogin AND rolpassword IS NOT NULL",
+                               0, NULL, AUTHDB_QUERY_TIMEOUT_MS, refresh_done, a);
+    if (a->refresh == NULL) {
+        push_to_workers(a, false);
         serve_waiting(a);
-        return;
     }
-    a->refresh = pgq_start(p->loop, ci,
-                           "SELECT rolname, rolpassword FROM pg_catalog.pg_authid "
-                           "WHERE rolcanlogin AND rolpassword IS NOT NULL",
-                           0, NULL, AUTHDB_QUERY_TIMEOUT_MS, refresh_done, a);
-    if (a->refresh == NULL)
-        serve_waiting(a);
 }
 
 void authdb_compute_failed(struct authdb *a)

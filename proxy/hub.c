@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pgtide/authdb.h"
 #include "pgtide/buf.h"
 #include "pgtide/list.h"
 #include "pgtide/log.h"
@@ -200,6 +201,8 @@ static void drop(const struct hub_msg *m)
         free(m->conn.data);
     } else if (m->kind == HUB_SERVER) {
         server_discard(m->server);
+    } else if (m->kind == HUB_AUTHSET) {
+        authdb_set_free(m->authset);
     } else if (m->kind == HUB_AUTH) {
         if (m->secret != NULL)
             OPENSSL_cleanse(m->secret, strlen(m->secret));

@@ -513,14 +513,15 @@ static void compute_changed(struct proxy *p, int from, int to)
     }
 }
 
-/* Home's hook (main.c); a worker hears it as a message, on its own thread. */
+/* Home's hook (main.c); a worker hears it as a message, on its own thread. Posted first: what
+   home's own handling sends the workers (its auth cache) must reach them after it. */
 void proxy_compute_changed(struct proxy *p, int from, int to)
 {
-    compute_changed(p, from, to);
     if (p->hub != NULL) {
         struct hub_msg m = {.kind = HUB_COMPUTE, .from = from, .to = to};
         hub_broadcast(p->hub, NULL, &m);
     }
+    compute_changed(p, from, to);
 }
 
 void proxy_handle_msg(struct proxy *p, struct hub_msg *m)
@@ -552,6 +553,9 @@ void proxy_handle_msg(struct proxy *p, struct hub_msg *m)
         break;
     case HUB_AUTH:
         authdb_learnt(p->authdb, m->user, m->secret, m->from);
+        break;
+    case HUB_AUTHSET:
+        authdb_take_set(p->authdb, m->authset);
         break;
     case HUB_PARKED:
         park_round_end(p);

@@ -37,6 +37,13 @@ void authdb_compute_failed(struct authdb *a);
 /* Seeds the cache with one entry (at init, before the compute ever ran) and saves it. */
 int authdb_seed(struct authdb *a, const char *user, const char *secret);
 
+/* Worker threads: after a compute start only home refreshes from pg_authid; each worker
+   waits for the result (HUB_AUTHSET: a copy of home's secrets, or NULL when the refresh failed)
+   and then answers its waiting lookups. authdb_take_set takes set. */
+struct authdb_set;
+void authdb_take_set(struct authdb *a, struct authdb_set *set);
+void authdb_set_free(struct authdb_set *set);
+
 /* Worker threads: home's cache learnt user's secret from a worker's auth_query (HUB_AUTH, `from`
    the worker): kept, written to the cache file, and passed on to the other workers; on a
    worker: kept. Takes user and secret (malloc'd). Only home writes the file: workers hold

@@ -27,6 +27,7 @@ struct compute;
 struct hub;
 struct server;
 struct hub_slot;
+struct authdb_set;
 
 #define HUB_MAX_WORKERS 31 /* worker i is bit i of a 32-bit mask */
 
@@ -39,6 +40,7 @@ enum hub_msg_kind {
     HUB_TRIM,    /* another worker waits at pool_size: give back idle servers */
     HUB_SERVER,  /* an idle server connection moves to this proxy's pool (hub slot .slot) */
     HUB_AUTH,    /* auth_query found a secret (.user, .secret): home keeps it, passes it on */
+    HUB_AUTHSET, /* home's auth cache after its refresh (.authset, NULL: the refresh failed) */
     HUB_PARKED,  /* home: the parking round's last snapshot is in */
     HUB_STOP,    /* leave the loop (shutdown) */
 };
@@ -63,6 +65,7 @@ struct hub_msg {
     struct server *server; /* HUB_SERVER: idle, off every loop and list; the receiver's now */
     struct hub_slot *slot; /* HUB_SERVER: the (compute, database, user) it serves */
     char *user, *secret;   /* HUB_AUTH: malloc'd, the receiver's; .from = the worker that asked */
+    struct authdb_set *authset; /* HUB_AUTHSET: the receiver's */
 };
 
 /* A pool's share of pool_size across workers: the servers open for (compute, database, user)
