@@ -394,6 +394,36 @@ static void on_resized(void *arg, struct compute *c, double from_cu, double to_c
 
 /* ---- subcommands -------------------------------------------------------------------------- */
 
+/* Frees what cmd_run built, in reverse (whatever part of it a refused start got to). */
+static void teardown(struct app *a)
+{
+    hub_stop(a->hub); /* the workers' clients are gone (drained or closed) */
+    a->hub = NULL;
+    if (a->proxy != NULL) {
+        a->proxy->replicas = NULL; /* issue 6: replicas stop before the primary */
+        backupctl_free(a->proxy->backups);
+        a->proxy->backups = NULL;
+    }
+    replicaset_free(a->replicas);
+    a->replicas = NULL;
+    metrics_free(a->metrics);
+    account_free(a->account);
+    autoscale_driver_free(a->autoscale);
+    proxy_free(a->proxy);
+    compute_free(a->primary);
+    store_close(&a->store);
+    config_unref(a->cfg);
+    buf_free_pooled(); /* the main thread's relay buffers (the workers freed theirs) */
+}
+
+/* A start refused after the event loop exists: logged, everything built so far freed. */
+static int refuse(struct app *a, const char *what, const char *err)
+{
+    log_fatal("%s%s", what, err);
+    teardown(a);
+    return 1;
+}
+
 static int cmd_run(struct app *a)
 {
     char err[1024];
@@ -415,15 +445,11 @@ static int cmd_run(struct app *a)
     a->loop = ev_default_loop(EVFLAG_AUTO);
     struct compute_hooks hooks = {on_compute, a};
     a->primary = compute_new(a->loop, a->cfg, &a->store, COMPUTE_PRIMARY, &hooks);
-    if (a->primary == NULL) {
-        log_fatal("cannot set up the compute");
-        return 1;
-    }
+    if (a->primary == NULL)
+        return refuse(a, "cannot set up the compute", "");
     a->proxy = proxy_new(a->loop, a->cfg, &a->store, a->primary, err, sizeof(err));
-    if (a->proxy == NULL) {
-        log_fatal("%s", err);
-        return 1;
-    }
+    if (a->proxy == NULL)
+        return refuse(a, "", err);
     a->proxy->on_shutdown = shutdown_app;
     a->proxy->on_reload = reload_app;
     a->proxy->on_shutdown_arg = a;
@@ -433,10 +459,8 @@ static int cmd_run(struct app *a)
                      ? account_new(a->loop, a->cfg, state_dir, NULL, NULL, err, sizeof(err))
                      : NULL;
     free(state_dir);
-    if (a->account == NULL) {
-        log_fatal("usage ledger: %s", err);
-        return 1;
-    }
+    if (a->account == NULL)
+        return refuse(a, "usage ledger: ", err);
     a->proxy->account = a->account;
     if (a->cfg->metrics_listen[0] != '\0') {
         a->metrics =
@@ -461,17 +485,13 @@ static int cmd_run(struct app *a)
         a->replicas = replicaset_new(a->loop, a->cfg, &a->store, a->primary, &rhooks);
         a->proxy->replicas = a->replicas;
     }
-    if (start_workers(a, err, sizeof(err)) != 0) {
-        log_fatal("%s", err);
-        return 1;
-    }
+    if (start_workers(a, err, sizeof(err)) != 0)
+        return refuse(a, "", err);
     if (created)
         seed_auth_cache(a);
     if (proxy_listen(a->proxy, err, sizeof(err)) != 0 ||
-        (a->hub != NULL && hub_run(a->hub, err, sizeof(err)) != 0)) {
-        log_fatal("%s", err);
-        return 1;
-    }
+        (a->hub != NULL && hub_run(a->hub, err, sizeof(err)) != 0))
+        return refuse(a, "", err);
     signal(SIGPIPE, SIG_IGN);
     int sigs[] = {SIGHUP, SIGTERM, SIGINT};
     ev_signal *ws[] = {&a->sighup, &a->sigterm, &a->sigint};
@@ -482,20 +502,7 @@ static int cmd_run(struct app *a)
     }
     print_connect_info(a);
     ev_run(a->loop, 0);
-    hub_stop(a->hub); /* the workers' clients are gone (drained or closed) */
-    a->hub = NULL;
-    a->proxy->replicas = NULL; /* issue 6: replicas stop before the primary */
-    replicaset_free(a->replicas);
-    a->replicas = NULL;
-    metrics_free(a->metrics);
-    account_free(a->account);
-    backupctl_free(a->proxy->backups);
-    autoscale_driver_free(a->autoscale);
-    proxy_free(a->proxy);
-    compute_free(a->primary);
-    store_close(&a->store);
-    config_unref(a->cfg);
-    buf_free_pooled(); /* the main thread's relay buffers (the workers freed theirs) */
+    teardown(a);
     log_info("pgtide stopped");
     return 0;
 }

@@ -60,6 +60,7 @@ struct hub {
     struct hub_slot *slots;
     struct hub_ryw *ryw;
     bool stopping; /* the workers are gone: messages to them are dropped */
+    bool running;  /* hub_run took the control-plane lock (and started workers) */
 };
 
 static __thread bool on_main;
@@ -390,6 +391,7 @@ int hub_run(struct hub *h, char *err, size_t errlen)
     ev_async_start(main_loop, &h->kick);
     ev_set_userdata(main_loop, h);
     pthread_mutex_lock(&h->lock); /* held by the main thread from now on, but while polling */
+    h->running = true;
     ev_set_loop_release_cb(main_loop, main_release, main_acquire);
     for (int i = 1; i <= h->n; i++) {
         int rc = pthread_create(&h->w[i].thread, NULL, worker_main, &h->w[i]);
@@ -409,7 +411,8 @@ void hub_stop(struct hub *h)
         return;
     struct hub_msg m = {.kind = HUB_STOP};
     hub_broadcast(h, NULL, &m);
-    pthread_mutex_unlock(&h->lock); /* the workers may need it while they stop */
+    if (h->running)                     /* refused at startup: never taken */
+        pthread_mutex_unlock(&h->lock); /* the workers may need it while they stop */
     for (int i = 1; i <= h->n; i++)
         if (h->w[i].started)
             pthread_join(h->w[i].thread, NULL);
