@@ -178,7 +178,7 @@ void pool_server_idle(struct pool *pool, struct server *s)
 void pool_server_adopted(struct pool *pool, struct server *s)
 {
     pool->nservers++;
-    list_add_tail(&pool->idle, &s->node);
+    list_add_head(&pool->idle, &s->node);
     s->last_used_ms = proxy_now_ms();
     pool_server_idle(pool, s);
     if (!list_empty(&pool->waiting))
@@ -266,7 +266,7 @@ void pool_trim_for_others(struct proxy *p)
     list_for_each_safe(it, tmp, &p->pools)
     {
         struct pool *pool = container_of(it, struct pool, node);
-        struct list_node *coldest = list_first(&pool->idle); /* idle longest */
+        struct list_node *coldest = list_last(&pool->idle); /* idle longest */
         if (pool->slot == NULL || coldest == NULL)
             continue;
         int to =

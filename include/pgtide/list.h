@@ -45,9 +45,19 @@ static inline void list_add_tail(struct list_node *head, struct list_node *n)
     head->prev = n;
 }
 
+static inline void list_add_head(struct list_node *head, struct list_node *n)
+{
+    list_add_tail(head->next, n);
+}
+
 static inline struct list_node *list_first(const struct list_node *head)
 {
     return list_empty(head) ? NULL : head->next;
+}
+
+static inline struct list_node *list_last(const struct list_node *head)
+{
+    return list_empty(head) ? NULL : head->prev;
 }
 
 static inline size_t list_count(const struct list_node *head)

@@ -7,9 +7,9 @@ waiting, and each runs as an earlier one closes; never more than two servers); q
 client's session settings, prepared statements or temp tables; a client whose socket dies inside
 BEGIN with an uncommitted INSERT: the row never becomes visible and the next client on that pool is
 not inside that transaction; a client whose socket dies during pg_sleep: its backend stops running
-that query (pg_stat_activity) within a bounded wait; idle servers are reused longest idle first
-(round-robin: the server given back first serves the next session, in either order of two
-closes; measured faster than most recently used first, see server.c).
+that query (pg_stat_activity) within a bounded wait; idle servers are reused most recently used
+first (LIFO: the server given back last serves the next session, in either order of two closes;
+measured faster than round-robin, see server.c).
 """
 import os
 import socket
@@ -157,22 +157,21 @@ def idle_servers(t):
     return int(pool_row(t).get("sv_idle", 0))
 
 
-def test_round_robin(t):
+def test_lifo(t):
     """Two sessions hold both servers and close one after the other: the next session gets the
-    server given back first, whichever that was (most recently used first would give the
-    other one)."""
+    server given back last, whichever that was (round-robin would give the other one)."""
     for order in ((0, 1), (1, 0)):
-        pair = [session(t, f"pool_rr{i}") for i in range(2)]
+        pair = [session(t, f"pool_lifo{i}") for i in range(2)]
         pids = [one(c, "SELECT pg_backend_pid()") for c in pair]
         check(pids[0] != pids[1], f"two sessions hold two servers: {pids}")
         for n, i in enumerate(order, start=1):
             pair[i].close()  # its reset (DISCARD ALL) runs, then the server is idle
             check(wait_until(lambda: idle_servers(t) >= n, 30, 0.05),
                   f"{n} idle server(s) after {n} close(s): {pool_row(t)}")
-        nxt = session(t, "pool_rr_next")
+        nxt = session(t, "pool_lifo_next")
         got = one(nxt, "SELECT pg_backend_pid()")
-        check(got == pids[order[0]], f"closes in order {order}: the next session gets the server "
-              f"given back first ({pids[order[0]]}), got {got}")
+        check(got == pids[order[1]], f"closes in order {order}: the next session gets the server "
+              f"given back last ({pids[order[1]]}), got {got}")
         nxt.close()
         wait_until(lambda: idle_servers(t) >= 2, 30, 0.05)
 
@@ -231,7 +230,7 @@ def main():
     # worker threads the next client may land on another worker, which opens its own server
     # (the shared pool_size cap across workers is t_txn_workers')
     t = Tide({"pool_size": 2, "query_wait_timeout": "60s", "workers": 1}, name="pool")
-    for fn in (test_queueing, test_wait_timeout, test_reset, test_round_robin, test_killed_in_txn,
+    for fn in (test_queueing, test_wait_timeout, test_reset, test_lifo, test_killed_in_txn,
                test_killed_mid_query):
         log(f"--- {fn.__name__}")
         try:
