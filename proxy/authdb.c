@@ -67,15 +67,24 @@ static struct entry *find(struct authdb *a, const char *user)
     return NULL;
 }
 
+void authdb_secret_free(char *user, char *secret)
+{
+    free(user);
+    if (secret != NULL) {
+        OPENSSL_cleanse(secret, strlen(secret));
+        free(secret);
+    }
+}
+
+static void free_entries(struct entry *e, int n)
+{
+    for (int i = 0; i < n; i++)
+        authdb_secret_free(e[i].user, e[i].secret);
+}
+
 static void clear_entries(struct authdb *a)
 {
-    for (int i = 0; i < a->n; i++) {
-        free(a->entries[i].user);
-        if (a->entries[i].secret != NULL) {
-            OPENSSL_cleanse(a->entries[i].secret, strlen(a->entries[i].secret));
-            free(a->entries[i].secret);
-        }
-    }
+    free_entries(a->entries, a->n);
     a->n = 0;
 }
 
@@ -293,9 +302,7 @@ void authdb_learnt(struct authdb *a, char *user, char *secret, int from)
             if (i != from)
                 post_secret(hub_worker(p->hub, i), user, secret, from);
     }
-    OPENSSL_cleanse(secret, strlen(secret));
-    free(secret);
-    free(user);
+    authdb_secret_free(user, secret);
 }
 
 static void run_query(struct authdb *a, struct authdb_req *r)
@@ -386,11 +393,7 @@ void authdb_set_free(struct authdb_set *set)
 {
     if (set == NULL)
         return;
-    for (int i = 0; i < set->n; i++) {
-        OPENSSL_cleanse(set->entries[i].secret, strlen(set->entries[i].secret));
-        free(set->entries[i].secret);
-        free(set->entries[i].user);
-    }
+    free_entries(set->entries, set->n);
     free(set->entries);
     free(set);
 }

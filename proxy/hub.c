@@ -7,7 +7,6 @@
 #include "pgtide/hub.h"
 
 #include <assert.h>
-#include <openssl/crypto.h>
 #include <errno.h>
 #include <ev.h>
 #include <pthread.h>
@@ -205,10 +204,7 @@ static void drop(const struct hub_msg *m)
     } else if (m->kind == HUB_AUTHSET) {
         authdb_set_free(m->authset);
     } else if (m->kind == HUB_AUTH) {
-        if (m->secret != NULL)
-            OPENSSL_cleanse(m->secret, strlen(m->secret));
-        free(m->user);
-        free(m->secret);
+        authdb_secret_free(m->user, m->secret);
     }
 }
 

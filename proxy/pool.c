@@ -179,7 +179,6 @@ void pool_server_adopted(struct pool *pool, struct server *s)
 {
     pool->nservers++;
     list_add_head(&pool->idle, &s->node);
-    s->last_used_ms = proxy_now_ms();
     pool_server_idle(pool, s);
     if (!list_empty(&pool->waiting))
         grow(pool); /* more wait: room, or ask the others again */

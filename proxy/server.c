@@ -216,6 +216,16 @@ void server_set_param(struct server *s, const char *name, const char *value)
 
 /* ---- close ------------------------------------------------------------------------------- */
 
+/* Out of this loop: no pending read in the drain, no watcher, no timer. */
+static void off_loop(struct server *s)
+{
+    struct proxy *p = proxy_of(s);
+    list_del(&s->conn.ready);
+    ev_io_stop(p->loop, &s->conn.rio);
+    ev_io_stop(p->loop, &s->conn.wio);
+    ev_timer_stop(p->loop, &s->timer);
+}
+
 void server_close(struct server *s, const char *reason)
 {
     if (s->state == SERVER_CLOSING)
@@ -230,11 +240,8 @@ void server_close(struct server *s, const char *reason)
     if (s->state == SERVER_PARK)
         park_server_lost(p); /* its snapshot will not come: the round fails */
     server_set_state(s, SERVER_CLOSING);
-    list_del(&s->conn.ready);
     ryw_server_gone(s);
-    ev_io_stop(p->loop, &s->conn.rio);
-    ev_io_stop(p->loop, &s->conn.wio);
-    ev_timer_stop(p->loop, &s->timer);
+    off_loop(s);
     pool->nservers--;
     pool_room_give(pool);
     struct client *c = s->client;
@@ -1039,10 +1046,7 @@ void server_hand_over(struct server *s, struct proxy *to)
     struct proxy *p = proxy_of(s);
     struct pool *pool = s->pool;
     list_del(&s->node);
-    list_del(&s->conn.ready);
-    ev_io_stop(p->loop, &s->conn.rio);
-    ev_io_stop(p->loop, &s->conn.wio);
-    ev_timer_stop(p->loop, &s->timer);
+    off_loop(s);
     relay_release_idle(&s->conn); /* buffers stay on this thread's free list */
     pool->nservers--;
     hub_slot_move(p->hub, pool->slot, p->worker, to->worker);

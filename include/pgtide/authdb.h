@@ -50,6 +50,9 @@ void authdb_set_free(struct authdb_set *set);
    copies in memory, so no two threads ever write it. */
 void authdb_learnt(struct authdb *a, char *user, char *secret, int from);
 
+/* Frees a user name and its secret, the secret wiped first (either may be NULL). */
+void authdb_secret_free(char *user, char *secret);
+
 /* True while a query of its own runs on the compute (cache refresh, auth_query). */
 bool authdb_busy(const struct authdb *a);
 
