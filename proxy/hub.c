@@ -491,6 +491,16 @@ static bool take_locked(struct hub *h, struct hub_slot *s, int worker, int limit
     return ok;
 }
 
+bool hub_slot_try(struct hub *h, struct hub_slot *s, int worker, int limit)
+{
+    return take_locked(h, s, worker, limit);
+}
+
+int hub_slot_open(const struct hub_slot *s)
+{
+    return __atomic_load_n(&s->open, __ATOMIC_SEQ_CST);
+}
+
 bool hub_slot_take(struct hub *h, struct hub_slot *s, int worker, int limit)
 {
     if (take_locked(h, s, worker, limit))

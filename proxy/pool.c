@@ -74,6 +74,22 @@ static bool room_take(struct pool *pool)
     return hub_slot_take(p->hub, pool->slot, p->worker, p->cfg->pool_size);
 }
 
+/* Room for one more server below `limit` without waiting for it (min_pool_size: nobody waits). */
+static bool room_try(struct pool *pool, int limit)
+{
+    const struct proxy *p = pool->proxy;
+    if (pool->slot == NULL)
+        return pool->nservers < limit;
+    return hub_slot_try(p->hub, pool->slot, p->worker, limit);
+}
+
+/* Servers open for this pool: here, or, with workers, in all of them together (min_pool_size
+   counts them all, as pool_size does: it is per (database, user), not per worker). */
+static int open_total(const struct pool *pool)
+{
+    return pool->slot == NULL ? pool->nservers : hub_slot_open(pool->slot);
+}
+
 void pool_room_give(struct pool *pool)
 {
     if (pool->slot != NULL)
@@ -228,15 +244,16 @@ void pool_maintain(struct pool *pool, int64_t now_ms)
     {
         struct server *s = container_of(it, struct server, node);
         if (cfg->server_idle_timeout > 0 && now_ms - s->last_used_ms >= cfg->server_idle_timeout &&
-            pool->nservers > cfg->min_pool_size)
+            open_total(pool) > cfg->min_pool_size)
             server_close(s, "server_idle_timeout");
         else if (cfg->server_lifetime > 0 && now_ms - s->connect_ms >= cfg->server_lifetime)
             server_close(s, "server_lifetime");
     }
-    /* min_pool_size: keep that many open while the compute runs (never wakes it) */
-    while (pool->nservers < cfg->min_pool_size && pool->nservers < cfg->pool_size &&
-           compute_get_state(pool->compute) == COMPUTE_RUNNING && !pool->proxy->shutting_down &&
-           room_take(pool)) {
+    /* min_pool_size: keep that many open while the compute runs (never wakes it); with workers,
+       whichever looks first opens them, and a waiting worker gets them handed over */
+    int floor = cfg->min_pool_size < cfg->pool_size ? cfg->min_pool_size : cfg->pool_size;
+    while (compute_get_state(pool->compute) == COMPUTE_RUNNING && !pool->proxy->shutting_down &&
+           room_try(pool, floor)) {
         if (server_new(pool) == NULL) {
             pool_room_give(pool);
             break;

@@ -134,10 +134,13 @@ void hub_broadcast(struct hub *h, const struct proxy *except, const struct hub_m
    more. yield_to: the waiting worker that a server this one is done with should go to rather
    than idle here (this one has no waiters, or holds more than its share: HUB_STARVE_MS), or -1.
    move: one server of `from` now counts as `to`'s (handed over with HUB_SERVER); `to` waits
-   no more until it says so again. */
+   no more until it says so again. try: take, but without waiting or asking anyone to trim (for
+   servers nobody waits for: min_pool_size). open: the servers open in all workers together. */
 struct hub_slot *hub_slot_get(struct hub *h, const struct compute *c, const char *database,
                               const char *user);
 bool hub_slot_take(struct hub *h, struct hub_slot *s, int worker, int limit);
+bool hub_slot_try(struct hub *h, struct hub_slot *s, int worker, int limit);
+int hub_slot_open(const struct hub_slot *s);
 void hub_slot_give(struct hub *h, struct hub_slot *s, int worker);
 void hub_slot_satisfied(struct hub_slot *s, int worker);
 void hub_slot_want(struct hub *h, struct hub_slot *s, int worker);

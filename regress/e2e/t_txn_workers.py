@@ -410,6 +410,62 @@ def test_handover():
     leak_note(t)
 
 
+# ---------------------------------------------------------------- 10. min_pool_size
+
+def steady_backends(foreign, want, label):
+    """Waits (bounded) until PostgreSQL has `want` app backends of this pgtide, then watches
+    them over several of pgtide's 1 s maintenance rounds; returns (reached, peak, low)."""
+    reached = wait_until(lambda: len(app_backends(foreign)) == want, 30, 0.1)
+    peak, low = 0, 1 << 30
+    for _ in range(25):
+        n = len(app_backends(foreign))
+        peak, low = max(peak, n), min(low, n)
+        time.sleep(0.2)
+    log(f"{label}: {want} reached {bool(reached)}, then between {low} and {peak}")
+    return reached, peak, low
+
+
+def test_min_pool():
+    foreign = foreign_backends()
+    t = wtide(3, "w10", pool_size=8, min_pool_size=3, server_idle_timeout="1s")
+    conns = [connect(t, f"w10_{i}", unix=True) for i in range(3)]
+    workers = {int(client_row(t, f"w10_{i}")["worker"]) for i in range(3)}
+    check(len(workers) == 3, f"the three clients live on three workers ({sorted(workers)})")
+    for c in conns:
+        one(c, "SELECT 1")
+    reached, peak, low = steady_backends(foreign, 3, "after one query per worker")
+    check(reached and peak == 3 and low == 3,
+          f"min_pool_size=3 over 3 workers keeps 3 backends, not 3 per worker "
+          f"(seen {low}..{peak})")
+    # more servers than the minimum, on every worker, then idle: back down to 3 in all
+    errors = []
+
+    def busy(i):
+        try:
+            c = connect(t, f"w10_busy{i}", unix=True)
+            one(c, "SELECT pg_sleep(0.5)")
+            c.close()
+        except psycopg2.Error as e:
+            errors.append(str(e).strip())
+    threads = [threading.Thread(target=busy, args=(i,), daemon=True) for i in range(18)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    grown = len(app_backends(foreign))
+    check(not errors and grown > 3, f"18 concurrent sleepers ran ({errors[:3]}) on more than 3 "
+                                    f"backends ({grown})")
+    reached, peak, low = steady_backends(foreign, 3, "after the sleepers, idle")
+    check(reached and peak == 3 and low == 3,
+          f"idle servers above min_pool_size close until 3 stay in all workers (seen "
+          f"{low}..{peak})")
+    for c in conns:
+        check(one(c, "SELECT 7") == (7,), "the first clients still work")
+        c.close()
+    t.stop()
+    leak_note(t)
+
+
 # ---------------------------------------------------------------- 6. KILL_CLIENT, PAUSE
 
 def test_kill_pause(t):
@@ -543,7 +599,8 @@ def main():
     t.stop()
     leak_note(t)
     for name, fn in (("4 shared cap", test_shared_cap), ("5 session", test_session),
-                     ("7 workers=1", test_single), ("9 handover", test_handover)):
+                     ("7 workers=1", test_single), ("9 handover", test_handover),
+                     ("10 min_pool_size", test_min_pool)):
         log(f"--- {name}")
         try:
             fn()
