@@ -272,11 +272,13 @@ static int store_write_owned(const char *path, const void *data, size_t len, mod
     const char *slash = strrchr(path, '/');
     int dirlen = slash ? (int) (slash - path + 1) : 0;
     char *tmp = NULL;
-    if (asprintf(&tmp, "%.*s.%s.tmp", dirlen, path, slash ? slash + 1 : path) < 0) {
+    /* a name of its own per write (.NAME.XXXXXX.tmp): two writers of one file, in threads or
+       processes, each rename a whole file of their own and the last rename wins */
+    if (asprintf(&tmp, "%.*s.%s.XXXXXX.tmp", dirlen, path, slash ? slash + 1 : path) < 0) {
         errno = ENOMEM;
         return -1;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    int fd = mkostemps(tmp, 4, O_CLOEXEC);
     if (fd < 0)
         goto fail_nofd;
     if (fchmod(fd, mode) < 0 || (uid != (uid_t) -1 && fchown(fd, uid, gid) < 0) ||

@@ -47,7 +47,8 @@ bool store_has_cluster(const struct store *st) __attribute__((warn_unused_result
 int store_init_cluster(struct store *st, const char *bindir, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Durable whole-file write: writes DIR/.NAME.tmp, fsyncs it, renames it over path and fsyncs
+/* Durable whole-file write: writes DIR/.NAME.XXXXXX.tmp (a name of its own, so concurrent
+   writers of one path never share a temporary file), fsyncs it, renames it over path and fsyncs
    the directory. The file gets exactly mode. Returns 0, or -1 with errno set (the temporary
    file is removed). */
 int store_write_file(const char *path, const void *data, size_t len, mode_t mode)

@@ -1,10 +1,12 @@
 /*
  * test_store: the data directory layout in a temporary directory (subdirectories, owners, modes,
  * repairs and refusals), the exclusive lock seen from a second process, durable write and read,
+ * two processes writing one file at once (each write whole, no temporary file left),
  * store_path, store_has_cluster, bindir detection and the cleanup of a failed initdb.
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
@@ -155,19 +157,40 @@ START_TEST(test_lock)
 }
 END_TEST
 
+/* Entries of dir other than . and .. */
+static int dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* True when buf holds len bytes of c and nothing else */
+static bool all_of(const char *buf, size_t len, char c)
+{
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] != c)
+            return false;
+    return true;
+}
+
 START_TEST(test_durable_write_read)
 {
-    char p[512], tmp[512];
+    char p[512];
     ck_assert_int_eq(mkdir(data, 0755), 0);
     snprintf(p, sizeof(p), "%s/file", data);
-    snprintf(tmp, sizeof(tmp), "%s/.file.tmp", data);
     const char blob[] = "abc\0def\nghi";
     ck_assert_int_eq(store_write_file(p, blob, sizeof(blob), 0640), 0);
     struct stat sb;
     ck_assert_int_eq(stat(p, &sb), 0);
     ck_assert_int_eq(sb.st_mode & 07777, 0640);
     ck_assert_int_eq(sb.st_size, sizeof(blob));
-    ck_assert_int_eq(access(tmp, F_OK), -1);
+    ck_assert_int_eq(dir_entries(data), 1); /* the file, no temporary one */
     char *got = NULL;
     size_t len = 0;
     ck_assert_int_eq(store_read_file(p, &got, &len), 0);
@@ -205,6 +228,47 @@ START_TEST(test_durable_write_read)
     snprintf(p, sizeof(p), "%s/nodir/file", data);
     ck_assert_int_eq(store_write_file(p, "x", 1, 0600), -1);
     ck_assert_int_eq(errno, ENOENT);
+}
+END_TEST
+
+START_TEST(test_concurrent_writers)
+{
+    /* a child process and this one replace the same file 300 times each, with 64 kB of 'a' and
+       of 'b': every write succeeds, every read between them finds one whole version */
+    enum { LEN = 65536, ROUNDS = 300 };
+    char p[512];
+    ck_assert_int_eq(mkdir(data, 0755), 0);
+    snprintf(p, sizeof(p), "%s/shared", data);
+    char *mine = malloc(LEN), *theirs = malloc(LEN);
+    memset(mine, 'a', LEN);
+    memset(theirs, 'b', LEN);
+    ck_assert_int_eq(store_write_file(p, mine, LEN, 0600), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int failed = 0;
+        for (int i = 0; i < ROUNDS; i++)
+            failed += store_write_file(p, theirs, LEN, 0600) != 0;
+        _exit(failed == 0 ? 0 : 1);
+    }
+    int failed = 0, torn = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        failed += store_write_file(p, mine, LEN, 0600) != 0;
+        char *got = NULL;
+        size_t len = 0;
+        if (store_read_file(p, &got, &len) != 0 || len != LEN ||
+            !(all_of(got, len, 'a') || all_of(got, len, 'b')))
+            torn++;
+        free(got);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's writes failed");
+    ck_assert_int_eq(failed, 0);
+    ck_assert_int_eq(torn, 0);
+    ck_assert_int_eq(dir_entries(data), 1); /* no temporary file left by either */
+    free(mine);
+    free(theirs);
 }
 END_TEST
 
@@ -274,6 +338,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_unknown_compute_user);
     tcase_add_test(tc, test_lock);
     tcase_add_test(tc, test_durable_write_read);
+    tcase_add_test(tc, test_concurrent_writers);
     tcase_add_test(tc, test_path_and_cluster);
     tcase_add_test(tc, test_find_bindir);
     tcase_add_test(tc, test_init_cluster_failure_cleans_up);
