@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pgtide/admincmd.h"
+#include "unit.h"
 
 struct ok_case {
     const char *sql;
@@ -376,9 +377,5 @@ static Suite *admincmd_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(admincmd_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(admincmd_suite());
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pgtide/autoscale.h"
+#include "unit.h"
 
 #define MAX_CHANGES 256
 
@@ -247,9 +248,5 @@ static Suite *autoscale_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(autoscale_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(autoscale_suite());
 }

@@ -12,6 +12,7 @@
 #include "pgtide/backup.h"
 #include "pgtide/restore.h"
 #include "pgtide/wal.h"
+#include "unit.h"
 
 static char tmp[256];
 
@@ -345,9 +346,5 @@ int main(void)
     tcase_add_test(tc, wal_trim);
     tcase_add_test(tc, parse_time);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(s);
 }

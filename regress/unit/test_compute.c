@@ -23,6 +23,7 @@
 #include "pgtide/log.h"
 #include "pgtide/pgq.h"
 #include "pgtide/store.h"
+#include "unit.h"
 
 static char tmpdir[256];
 static char data[300];
@@ -523,10 +524,7 @@ static void kill_leftovers(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(compute_suite());
-    srunner_run_all(sr, CK_NORMAL);
+    int rc = unit_run(compute_suite());
     kill_leftovers();
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return rc;
 }

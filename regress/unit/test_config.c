@@ -5,6 +5,7 @@
  * reference counting.
  */
 #include "pgtide/config.h"
+#include "unit.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -722,9 +723,5 @@ static Suite *config_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(config_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failures = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failures != 0;
+    return unit_run(config_suite());
 }

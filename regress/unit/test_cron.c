@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "pgtide/cron.h"
+#include "unit.h"
 
 /* seconds since the epoch of a UTC date */
 static time_t utc(int y, int mo, int d, int h, int mi)
@@ -135,9 +136,5 @@ int main(void)
     tcase_add_test(tc, time_zone);
     tcase_add_test(tc, errors);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(s);
 }

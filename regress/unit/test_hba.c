@@ -4,6 +4,7 @@
  * user, IPv4/IPv6 addresses and CIDR prefixes at their edges, first match wins, no match rejects.
  */
 #include "pgtide/hba.h"
+#include "unit.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -288,11 +289,5 @@ static Suite *hba_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(hba_suite());
-    int failures;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failures = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failures != 0;
+    return unit_run(hba_suite());
 }

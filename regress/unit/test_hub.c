@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "pgtide/hub.h"
+#include "unit.h"
 
 static struct hub_slot slot(int a, int b, uint32_t demand)
 {
@@ -126,9 +127,5 @@ int main(void)
     tcase_add_test(tc, test_picks_the_worker_that_waits);
     tcase_add_test(tc, test_settles_at_even_split);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

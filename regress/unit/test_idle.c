@@ -12,6 +12,7 @@
 #include "pgtide/list.h"
 #include "pgtide/proxy.h"
 #include "pgtide/txn.h"
+#include "unit.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -359,9 +360,5 @@ static Suite *idle_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(idle_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(idle_suite());
 }

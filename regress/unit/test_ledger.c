@@ -14,6 +14,7 @@
 
 #include "pgtide/ledger.h"
 #include "pgtide/log.h"
+#include "unit.h"
 
 static char dir[256];
 
@@ -351,9 +352,5 @@ static Suite *ledger_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(ledger_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(ledger_suite());
 }

@@ -7,6 +7,7 @@
  * fixed memory is never written past its capacity.
  */
 #include "pgtide/pkt.h"
+#include "unit.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -1260,11 +1261,5 @@ static Suite *pkt_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(pkt_suite());
-    int failures;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failures = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failures != 0;
+    return unit_run(pkt_suite());
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "pgtide/policy.h"
+#include "unit.h"
 
 #define S 1000 /* ms per second */
 
@@ -116,9 +117,5 @@ static Suite *policy_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(policy_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(policy_suite());
 }

@@ -12,6 +12,7 @@
 #include "pgtide/pkt.h"
 #include "pgtide/relay.h"
 #include "pgtide/sock.h"
+#include "unit.h"
 
 #include <check.h>
 #include <errno.h>
@@ -1113,9 +1114,5 @@ static Suite *relay_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(relay_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(relay_suite());
 }

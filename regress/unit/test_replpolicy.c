@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "pgtide/replpolicy.h"
+#include "unit.h"
 
 static struct replpolicy_params params(int min, int max)
 {
@@ -295,9 +296,5 @@ int main(void)
     tcase_add_test(tc, test_lsn_and_lag);
     tcase_add_test(tc, test_rotation);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(s);
 }

@@ -10,6 +10,7 @@
 
 #include "pgtide/replpolicy.h"
 #include "pgtide/ryw.h"
+#include "unit.h"
 
 START_TEST(test_tags_primary_endpoint)
 {
@@ -125,9 +126,5 @@ int main(void)
     tcase_add_test(tc, test_batching);
     tcase_add_test(tc, test_replayed);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

@@ -6,6 +6,7 @@
  * mismatch, 'p' without TLS), wrong passwords, unknown users, and malformed messages.
  */
 #include "pgtide/scram.h"
+#include "unit.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -547,11 +548,5 @@ static Suite *scram_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(scram_suite());
-    int failures;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failures = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failures != 0;
+    return unit_run(scram_suite());
 }

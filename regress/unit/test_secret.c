@@ -5,6 +5,7 @@
  * (SELECT md5(md5(password || user) || salt)), and SCRAM verifier generation.
  */
 #include "pgtide/secret.h"
+#include "unit.h"
 
 #include <check.h>
 #include <stdlib.h>
@@ -275,11 +276,5 @@ static Suite *secret_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(secret_suite());
-    int failures;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failures = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failures != 0;
+    return unit_run(secret_suite());
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "pgtide/sqlscan.h"
+#include "unit.h"
 
 struct seen {
     char names[8][64];
@@ -166,9 +167,5 @@ int main(void)
     tcase_add_test(tc, test_reset_all);
     tcase_add_test(tc, test_truncated_texts);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

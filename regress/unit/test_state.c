@@ -13,6 +13,7 @@
 #include "pgtide/config.h"
 #include "pgtide/state.h"
 #include "pgtide/store.h"
+#include "unit.h"
 
 static char dir[256];
 static char path[300];
@@ -259,9 +260,5 @@ static Suite *state_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(state_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(state_suite());
 }

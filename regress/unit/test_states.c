@@ -13,6 +13,7 @@
 #include "pgtide/pool.h"
 #include "pgtide/proxy.h"
 #include "pgtide/server.h"
+#include "unit.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -461,9 +462,5 @@ static Suite *states_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(states_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(states_suite());
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "pgtide/store.h"
+#include "unit.h"
 
 static char tmpdir[256];
 static char data[300];
@@ -348,9 +349,5 @@ static Suite *store_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(store_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(store_suite());
 }

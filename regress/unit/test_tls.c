@@ -7,6 +7,7 @@
 #include "pgtide/tls.h"
 
 #include "pgtide/config.h"
+#include "unit.h"
 
 #include <check.h>
 #include <fcntl.h>
@@ -406,9 +407,5 @@ static Suite *tls_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(tls_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failures = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failures != 0;
+    return unit_run(tls_suite());
 }

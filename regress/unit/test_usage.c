@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pgtide/usage.h"
+#include "unit.h"
 
 #define T0 1790002800000LL /* 2026-09-21T15:00:00Z, an hour boundary */
 
@@ -344,9 +345,5 @@ static Suite *usage_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(usage_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed != 0;
+    return unit_run(usage_suite());
 }

@@ -4,6 +4,7 @@
  * duplicates, loading from a file, and lookups over many thousands of users.
  */
 #include "pgtide/userlist.h"
+#include "unit.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -178,11 +179,5 @@ static Suite *userlist_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(userlist_suite());
-    int failures;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failures = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failures != 0;
+    return unit_run(userlist_suite());
 }
