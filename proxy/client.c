@@ -37,6 +37,7 @@
 #include "pgtide/ryw.h"
 #include "pgtide/server.h"
 #include "pgtide/sqlscan.h"
+#include "pgtide/startup.h"
 #include "pgtide/tls.h"
 
 static const char *const state_names[] = {"tls",     "startup", "lookup", "auth", "held",
@@ -468,95 +469,6 @@ void client_pump(struct client *c)
 
 static void send_welcome(struct client *c, struct server *s);
 
-/* Startup parameters while they are collected; then kept as shared lists (txn_pset). */
-struct startup_lists {
-    struct client_param *rep, *set; /* reported by servers; settings servers do not report */
-    int nrep, rep_cap, nset, set_cap;
-};
-
-/* Splits the options startup parameter ("-c name=value", "--name=value", backslash-escaped
-   spaces) into settings. */
-static int parse_options(struct startup_lists *l, const char *opts)
-{
-    char item[1024];
-    const char *q = opts;
-    while (*q != '\0') {
-        while (*q == ' ' || *q == '\t')
-            q++;
-        if (*q == '\0')
-            break;
-        size_t k = 0;
-        while (*q != '\0' && *q != ' ' && *q != '\t') {
-            if (*q == '\\' && q[1] != '\0')
-                q++;
-            if (k + 1 >= sizeof(item))
-                return -2;
-            item[k++] = *q++;
-        }
-        item[k] = '\0';
-        if (strcmp(item, "-c") == 0)
-            continue;
-        char *kv = item;
-        if (strncmp(kv, "--", 2) == 0 || strncmp(kv, "-c", 2) == 0)
-            kv += 2;
-        char *eq = strchr(kv, '=');
-        if (eq == NULL || eq == kv)
-            return -2;
-        *eq = '\0';
-        for (char *d = kv; *d != '\0'; d++)
-            if (*d == '-')
-                *d = '_';
-        int rc = txn_param_put(&l->set, &l->nset, &l->set_cap, kv, eq + 1);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-/* options=-c pgtide.route=replica|primary is pgtide's, not the server's: take it out. */
-static int take_route(struct client *c, struct startup_lists *l)
-{
-    for (int i = 0; i < l->nset; i++) {
-        if (strcmp(l->set[i].name, "pgtide.route") != 0)
-            continue;
-        if (strcmp(l->set[i].value, "replica") == 0)
-            c->reader = true;
-        else if (strcmp(l->set[i].value, "primary") == 0)
-            c->reader = false;
-        else
-            return -2;
-        free(l->set[i].name);
-        free(l->set[i].value);
-        l->set[i] = l->set[--l->nset];
-        return 0;
-    }
-    return 0;
-}
-
-/* Sorts the startup parameters: reported ones (application_name, TimeZone, ...) in l->rep,
-   settings servers do not report (options=-c ..., any other name) in l->set. */
-static int collect_startup(struct client *c, const struct pkt_startup *st, struct startup_lists *l)
-{
-    for (int i = 0; i < st->nparams; i++) {
-        const char *n = st->params[i].name, *v = st->params[i].value;
-        int rc = 0;
-        if (!strcmp(n, "user") || !strcmp(n, "database") || !strcmp(n, "replication") ||
-            !strncmp(n, "_pq_.", 5))
-            continue;
-        if (!strcmp(n, "options")) {
-            rc = parse_options(l, v);
-            if (rc == 0)
-                rc = take_route(c, l);
-        } else if (txn_param_is_reported(n))
-            rc = txn_param_put(&l->rep, &l->nrep, &l->rep_cap, n, v);
-        else
-            rc = txn_param_put(&l->set, &l->nset, &l->set_cap, n, v);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
 /* Keeps the user and database names and the startup parameters (shared copies: clients of a
    pool mostly send the same): reported ones in params, settings in opts. */
 static int copy_startup(struct client *c, const struct pkt_startup *st)
@@ -566,12 +478,13 @@ static int copy_startup(struct client *c, const struct pkt_startup *st)
     if (c->user == NULL || c->database == NULL)
         return -1;
     struct startup_lists l = {0};
-    int rc = collect_startup(c, st, &l);
+    int rc = startup_sort(st, &l);
     if (rc == 0 && (txn_pset_set(c->proxy, &c->params, l.rep, l.nrep) != 0 ||
                     txn_pset_set(c->proxy, &c->opts, l.set, l.nset) != 0))
         rc = -1;
-    txn_param_free(&l.rep, &l.nrep, &l.rep_cap);
-    txn_param_free(&l.set, &l.nset, &l.set_cap);
+    if (l.route != STARTUP_ROUTE_PORT)
+        c->reader = l.route == STARTUP_ROUTE_REPLICA;
+    startup_lists_free(&l);
     return rc;
 }
 
