@@ -263,8 +263,8 @@ static void render_computes(struct sbuf *b, struct metrics *m)
     int n = collect_computes(m, st, ACCOUNT_MAX_COMPUTES);
     char lab[ACCOUNT_MAX_COMPUTES][LEDGER_NAME_MAX + 40];
     for (int i = 0; i < n; i++)
-        snprintf(lab[i], sizeof(lab[i]), "compute=\"%s\",role=\"%s\"", st[i].name,
-                 compute_role_name(st[i].role));
+        snprintf(lab[i], sizeof(lab[i]), "compute=\"%.*s\",role=\"%s\"", LEDGER_NAME_MAX - 1,
+                 st[i].name, compute_role_name(st[i].role));
     family(b, "pgtide_compute_state", "gauge", "1 for the state the compute is in, else 0.");
     for (int i = 0; i < n; i++)
         for (size_t s = 0; s < sizeof(all_states) / sizeof(all_states[0]); s++)
