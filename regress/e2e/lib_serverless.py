@@ -1,74 +1,16 @@
 """lib_serverless: helpers for the serverless end-to-end tests (t_serverless_*.py) and the resume
 benchmark. Each test starts its OWN embedded pgtide (fresh DATA under a 0755 temp dir, free port,
 special settings) with Tide(...), and stops it by pid at exit.
-
-Compute processes are found through /proc, never by pattern-matching command lines: a process
-belongs to the compute when its command name is "postgres" and its working directory is
-DATA/primary (the postmaster enters its data directory and every child inherits that). This
-cannot match the test's own process. All waits are bounded; nothing asserts wall-clock time.
+The checks, waits and the process side (stop, compute processes, log) come from lib_check. All
+waits are bounded; nothing asserts wall-clock time.
 """
-import atexit
 import os
-import shutil
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 
-TOP = os.environ.get("PGTIDE_TOP") or os.path.abspath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-BINDIR = os.environ.get("PGTIDE_BINDIR") or "/usr/lib/postgresql/15/bin"
-PGTIDE_BIN = os.environ.get("PGTIDE_BIN") or os.path.join(TOP, "pgtide")
-PSQL = os.path.join(BINDIR, "psql")
-
-failures = []
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def check(cond, what):
-    """Records a failure (and logs it) when cond is false; returns cond."""
-    if cond:
-        log(f"ok: {what}")
-    else:
-        failures.append(what)
-        log(f"FAIL: {what}")
-    return bool(cond)
-
-
-def finish():
-    """Exit status for the test: 0 when no check failed."""
-    if failures:
-        log(f"{len(failures)} check(s) failed:")
-        for f in failures:
-            log(f"  - {f}")
-        sys.exit(1)
-    log("all checks passed")
-    sys.exit(0)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_until(pred, timeout=30.0, step=0.05):
-    """Polls pred() until it returns a true value (returned) or timeout seconds pass (None)."""
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= end:
-            return None
-        time.sleep(step)
+from lib_check import (BINDIR, PGTIDE_BIN, PSQL, TOP, TideProcess, check, failures,  # noqa: F401
+                       finish, free_port, log, scratch_dir, wait_until)
 
 
 def proc_stat(pid):
@@ -82,26 +24,21 @@ def proc_stat(pid):
     return rest[0], int(rest[11]) + int(rest[12]), int(rest[1])
 
 
-_tides = []
-
-
-class Tide:
+class Tide(TideProcess):
     """One embedded pgtide on its own fresh data directory.
 
     settings: dict of -c key=value. Attributes: dir, data, sock, port, pid, logpath, password.
     """
 
     def __init__(self, settings=None, name="tide", data=None):
-        base = os.environ.get("PGTIDE_SCRATCH") or tempfile.gettempdir()
-        self.dir = tempfile.mkdtemp(prefix=f"{name}.", dir=base)
-        os.chmod(self.dir, 0o755)
+        self.dir = scratch_dir(name)
         self.data = data or os.path.join(self.dir, "data")
         self.sock = os.path.join(self.dir, "sock")
         os.makedirs(self.sock, exist_ok=True)
         self.logpath = os.path.join(self.dir, "pgtide.log")
         self.proc = None
         self.password = None
-        _tides.append(self)
+        self.track()
         self.start(settings or {})
 
     # ---- lifecycle
@@ -140,51 +77,6 @@ class Tide:
             return True
         except OSError:
             return False
-
-    def stop(self):
-        """Stops pgtide by pid (SIGTERM, then SIGKILL), then anything left of its compute."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
-        self.kill_compute_leftovers()
-
-    def kill_compute_leftovers(self):
-        pids = self.compute_pids()
-        for pid in pids:
-            self.thaw_cgroup(pid)
-            for sig in (signal.SIGCONT, signal.SIGQUIT):
-                try:
-                    os.kill(pid, sig)
-                except OSError:
-                    pass
-        if pids and not wait_until(lambda: not self.compute_pids(), 10):
-            for pid in self.compute_pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-
-    @staticmethod
-    def thaw_cgroup(pid):
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return
-        for line in lines:
-            _, ctrls, path = line.split(":", 2)
-            if "freezer" in ctrls.split(","):
-                state = f"/sys/fs/cgroup/freezer{path}/freezer.state"
-                try:
-                    with open(state, "w") as f:
-                        f.write("THAWED")
-                except OSError:
-                    pass
 
     # ---- connection strings
 
@@ -244,25 +136,6 @@ class Tide:
 
     # ---- processes and log
 
-    def compute_pids(self):
-        """Pids of every process of the compute (see the module comment)."""
-        want = os.path.realpath(os.path.join(self.data, "primary"))
-        me = os.getpid()
-        pids = []
-        for ent in os.listdir("/proc"):
-            if not ent.isdigit() or int(ent) == me:
-                continue
-            try:
-                with open(f"/proc/{ent}/comm") as f:
-                    if f.read().strip() != "postgres":
-                        continue
-                if os.readlink(f"/proc/{ent}/cwd") != want:
-                    continue
-            except OSError:
-                continue
-            pids.append(int(ent))
-        return sorted(pids)
-
     def postmaster_pid(self):
         try:
             with open(os.path.join(self.data, "primary", "postmaster.pid")) as f:
@@ -292,29 +165,3 @@ class Tide:
                     log(f"SUSPEND answered: {r.stderr.strip()}")
             time.sleep(0.2)
         return False
-
-    def log_text(self):
-        try:
-            with open(self.logpath, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def count_log(self, needle):
-        return self.log_text().count(needle)
-
-    def log_tail(self, n=30):
-        return "\n".join(self.log_text().splitlines()[-n:])
-
-
-def _cleanup():
-    for t in _tides:
-        try:
-            t.stop()
-        except Exception as e:  # cleanup must go on for the other instances
-            print(f"cleanup of {t.dir}: {e}", file=sys.stderr)
-        if os.environ.get("PGT_KEEP") != "1" and not os.environ.get("PGTIDE_SCRATCH"):
-            shutil.rmtree(t.dir, ignore_errors=True)
-
-
-atexit.register(_cleanup)

@@ -9,12 +9,9 @@ closed by the server); a client killed mid-COPY (nothing half-committed, others 
 client killed mid-query. After each case the target must accept a fresh connection, and pgtide's
 process (PGTIDE_PID, when set) must still be alive.
 
-Raw-protocol cases authenticate themselves with SCRAM-SHA-256 over TLS (hand-written here, test
-side only). Bounded: every wait has a timeout; at most ABUSE_CONNS (2000) sockets.
+Raw-protocol cases log in over TLS with t_proxy_harness's raw_login (SCRAM-SHA-256 written on
+the test side). Bounded: every wait has a timeout; at most ABUSE_CONNS (2000) sockets.
 """
-import base64
-import hashlib
-import hmac
 import os
 import resource
 import signal
@@ -27,6 +24,8 @@ import threading
 import time
 
 import psycopg2
+
+from t_proxy_harness import error_fields, msg, raw_connect, raw_login, read_msg, startup_packet
 
 HOST = os.environ.get("PGTIDE_HOST", "127.0.0.1")
 PORT = int(os.environ.get("PGTIDE_PORT", "6432"))
@@ -57,85 +56,7 @@ def fail(what):
 # ---------------------------------------------------------------- raw protocol helpers
 
 def raw_socket(tls=True, timeout=15.0):
-    s = socket.create_connection((HOST, PORT), timeout=timeout)
-    if not tls:
-        return s
-    s.sendall(struct.pack("!II", 8, 80877103))
-    ans = s.recv(1)
-    if ans != b"S":
-        raise RuntimeError(f"SSLRequest answered {ans!r}")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx.wrap_socket(s)
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("closed")
-        buf += chunk
-    return buf
-
-
-def read_msg(s):
-    hdr = recv_exact(s, 5)
-    typ, length = hdr[:1], struct.unpack("!I", hdr[1:])[0]
-    if length < 4 or length > 1 << 24:
-        raise RuntimeError(f"server sent a bad length {length}")
-    return typ, recv_exact(s, length - 4)
-
-
-def error_fields(body):
-    fields = {}
-    for part in body.split(b"\0"):
-        if part:
-            fields[part[:1].decode()] = part[1:].decode(errors="replace")
-    return fields
-
-
-def msg(typ, body):
-    return typ + struct.pack("!I", len(body) + 4) + body
-
-
-def startup_packet(user=USER, db=DB):
-    body = struct.pack("!I", 196608) + b"user\0" + user.encode() + b"\0database\0" + \
-        db.encode() + b"\0\0"
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def scram_login(s):
-    """StartupMessage + SCRAM-SHA-256 (no channel binding) until ReadyForQuery."""
-    s.sendall(startup_packet())
-    typ, body = read_msg(s)
-    if typ != b"R" or struct.unpack("!I", body[:4])[0] != 10 or b"SCRAM-SHA-256" not in body:
-        raise RuntimeError(f"expected AuthenticationSASL, got {typ!r} {body[:60]!r}")
-    nonce = base64.b64encode(os.urandom(18)).decode()
-    first_bare = f"n=,r={nonce}"
-    first = ("n,," + first_bare).encode()
-    s.sendall(msg(b"p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first))
-    typ, body = read_msg(s)
-    if typ != b"R" or struct.unpack("!I", body[:4])[0] != 11:
-        raise RuntimeError(f"expected SASLContinue, got {typ!r} {body[:80]!r}")
-    server_first = body[4:].decode()
-    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
-    salted = hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), base64.b64decode(attrs["s"]),
-                                 int(attrs["i"]))
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    final_wo_proof = f"c=biws,r={attrs['r']}"
-    auth_msg = f"{first_bare},{server_first},{final_wo_proof}".encode()
-    sig = hmac.new(stored_key, auth_msg, hashlib.sha256).digest()
-    proof = bytes(a ^ b for a, b in zip(client_key, sig))
-    s.sendall(msg(b"p", f"{final_wo_proof},p={base64.b64encode(proof).decode()}".encode()))
-    while True:
-        typ, body = read_msg(s)
-        if typ == b"E":
-            raise RuntimeError(f"login failed: {error_fields(body)}")
-        if typ == b"Z":
-            return
+    return raw_connect(PORT, tls, timeout, HOST)
 
 
 def expect_error_or_close(s, what, timeout=15.0, want_state="08P01"):
@@ -246,7 +167,7 @@ def case_garbage():
 def case_lying_lengths_startup():
     # length claims more than is sent: the server waits, then authentication_timeout closes it
     s = raw_socket(tls=True)
-    pkt = startup_packet()
+    pkt = startup_packet(USER, DB)
     s.sendall(struct.pack("!I", len(pkt) + 50) + pkt[4:])
     t0 = time.time()
     expect_error_or_close(s, "startup length too long", timeout=AUTH_TIMEOUT + 10,
@@ -273,11 +194,9 @@ def case_lying_lengths_after_auth():
              ("Sync with a body", b"S" + struct.pack("!I", 9) + b"extra"),
              ("unknown message type", b"\x01" + struct.pack("!I", 8) + b"abcd")]
     for name, data in cases:
-        s = raw_socket(tls=True)
-        try:
-            scram_login(s)
-        except Exception as e:
-            fail(f"{name}: raw SCRAM login failed: {e}")
+        st, s = raw_login(PORT, USER, PASSWORD, DB, tls=True, timeout=15.0, host=HOST)
+        if st != "ok":
+            fail(f"{name}: raw login failed: {st} {s}")
             continue
         s.sendall(data)
         expect_error_or_close(s, name, timeout=15)
@@ -287,7 +206,7 @@ def case_lying_lengths_after_auth():
 
 def case_slowloris():
     s = raw_socket(tls=True)
-    pkt = startup_packet()
+    pkt = startup_packet(USER, DB)
     t0 = time.time()
     closed = None
     for i in range(len(pkt)):

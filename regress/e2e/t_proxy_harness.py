@@ -11,86 +11,25 @@ and in embedded mode whatever is left of its compute is stopped too; every Tide 
 exit is stopped. Compute processes are found through /proc (comm "postgres", cwd DATA/primary),
 never by pattern-matching command lines. Waits are bounded; nothing asserts wall-clock time.
 """
-import atexit
 import base64
 import hashlib
 import hmac
 import os
-import signal
 import socket
 import ssl
 import struct
 import subprocess
-import sys
-import tempfile
-import time
 
 import psycopg2
 
-TOP = os.environ.get("PGTIDE_TOP") or os.path.abspath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-BINDIR = os.environ.get("PGTIDE_BINDIR") or "/usr/lib/postgresql/15/bin"
-PGTIDE_BIN = os.environ.get("PGTIDE_BIN") or os.path.join(TOP, "pgtide")
-PSQL = os.path.join(BINDIR, "psql")
+from lib_check import (BINDIR, PGTIDE_BIN, PSQL, TOP, TideProcess, check, failures,  # noqa: F401
+                       finish, free_port, log, scratch_dir, wait_until)
+
 TARGET = os.environ.get("PGTIDE_TARGET", "static")
 EMBEDDED = TARGET == "embedded"
 PG_SOCK = os.environ.get("PG_SOCK", "")
 PG_PORT = os.environ.get("PG_PORT", "")
 PG_SUPERPASS = os.environ.get("PG_SUPERPASS", "superpass")
-
-failures = []
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def check(cond, what):
-    """Records a failure (and logs it) when cond is false; returns bool(cond)."""
-    if cond:
-        log(f"ok: {what}")
-    else:
-        failures.append(what)
-        log(f"FAIL: {what}")
-    return bool(cond)
-
-
-def finish():
-    """Exits 0 when every check passed, else 1 with the list of failures."""
-    if failures:
-        log(f"{len(failures)} check(s) failed:")
-        for f in failures:
-            log(f"  - {f}")
-        sys.exit(1)
-    log("all checks passed")
-    sys.exit(0)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_until(pred, timeout=30.0, step=0.05):
-    """Polls pred() until it returns a true value (returned) or timeout seconds pass (None)."""
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= end:
-            return None
-        time.sleep(step)
-
-
-def scratch_dir(name):
-    base = os.environ.get("PGTIDE_SCRATCH") or tempfile.gettempdir()
-    d = tempfile.mkdtemp(prefix=f"{name}.", dir=base)
-    os.chmod(d, 0o755)
-    return d
 
 
 def direct_psql(sql, db="postgres"):
@@ -152,9 +91,9 @@ def msg(typ, body):
     return typ + struct.pack("!I", len(body) + 4) + body
 
 
-def raw_connect(port, tls=False, timeout=30.0):
+def raw_connect(port, tls=False, timeout=30.0, host="127.0.0.1"):
     """A TCP socket to pgtide; with tls, SSLRequest first (raises unless answered 'S')."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s = socket.create_connection((host, port), timeout=timeout)
     if not tls:
         return s
     s.sendall(struct.pack("!II", 8, 80877103))
@@ -190,11 +129,12 @@ def _scram(s, password, body):
     return read_msg(s)
 
 
-def raw_login(port, user, password, db, tls=False, version=196608, extra=None, timeout=30.0):
+def raw_login(port, user, password, db, tls=False, version=196608, extra=None, timeout=30.0,
+              host="127.0.0.1"):
     """Logs in over a raw socket (SCRAM-SHA-256 without channel binding, md5 or cleartext, as the
     server asks). Returns ("ok", sock) at the first ReadyForQuery, or ("error", fields of the
     ErrorResponse) (socket closed), or ("closed", text) when the connection ends without one."""
-    s = raw_connect(port, tls, timeout)
+    s = raw_connect(port, tls, timeout, host)
     try:
         s.sendall(startup_packet(user, db, version, extra))
         while True:
@@ -314,7 +254,7 @@ def shared():
     return Endpoint(os.environ["PGTIDE_PORT"], os.environ.get("PGTIDE_SUPERUSER_PASSWORD", ""))
 
 
-class Tide(Endpoint):
+class Tide(Endpoint, TideProcess):
     """One private pgtide. settings: dict of -c key=value (values as str). unix_backend: in the
     static-tcp target, still reach the server over its unix socket (trusted there: needed for
     users that log in to pgtide without SCRAM). conf: text written to
@@ -363,7 +303,8 @@ class Tide(Endpoint):
                 f.write("".join(ln + "\n" for ln in auth_extra))
             self.settings.setdefault("auth_file", self.auth_file)
         self.conf = conf
-        _tides.append(self)
+        self.has_compute = EMBEDDED
+        self.track()
         self.start()
 
     def args(self, port=None):
@@ -440,82 +381,6 @@ class Tide(Endpoint):
             c.close()
         else:
             direct_psql(sql)
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def wait_exit(self, timeout):
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            if self.wait_exit(30) is None:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
-        self.kill_compute_leftovers()
-
-    # ---- compute processes (embedded)
-
-    def compute_pids(self):
-        if not EMBEDDED:
-            return []
-        want = os.path.realpath(os.path.join(self.data, "primary"))
-        pids = []
-        for ent in os.listdir("/proc"):
-            if not ent.isdigit() or int(ent) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{ent}/comm") as f:
-                    if f.read().strip() != "postgres":
-                        continue
-                if os.readlink(f"/proc/{ent}/cwd") != want:
-                    continue
-            except OSError:
-                continue
-            pids.append(int(ent))
-        return sorted(pids)
-
-    def kill_compute_leftovers(self):
-        for pid in self.compute_pids():
-            for sig in (signal.SIGCONT, signal.SIGQUIT):
-                try:
-                    os.kill(pid, sig)
-                except OSError:
-                    pass
-        if self.compute_pids() and not wait_until(lambda: not self.compute_pids(), 10):
-            for pid in self.compute_pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-
-    # ---- log
-
-    def log_text(self):
-        try:
-            with open(self.logpath, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def log_tail(self, n=30):
-        return "\n".join(self.log_text().splitlines()[-n:])
-
-
-def _cleanup():
-    for t in _tides:
-        try:
-            t.stop()
-        except Exception as e:  # noqa: BLE001 - best effort at exit
-            log(f"cleanup of pgtide {getattr(t, 'pid', '?')}: {e}")
-
-
-atexit.register(_cleanup)
 
 
 def main():
