@@ -18,7 +18,9 @@
 #              BENCH_SSLMODE (client sslmode for all targets, default disable),
 #              BENCH_WORKERS (pgtide's `workers`, default its own: one per CPU),
 #              BENCH_AB_WORKERS=N (a second pgtide with workers=N runs alternately with the
-#              others, as an extra column: the A/B of worker threads).
+#              others, as an extra column: the A/B of worker threads),
+#              BENCH_NULLPROXY=1 (contrib/bench/nullproxy, a 1:1 byte relay that does no work
+#              of its own, runs alternately too, plain only: the floor of a proxy hop's cost).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../regress/lib/pgtest.sh
@@ -104,6 +106,21 @@ else
     pgt_log "no pgtide binary: the pgtide column will be n/a"
 fi
 
+if [ -n "${BENCH_NULLPROXY:-}" ]; then
+    if [ "$SSLMODE" != disable ]; then
+        pgt_log "BENCH_NULLPROXY: the null proxy relays no TLS; no such column with sslmode=$SSLMODE"
+    else
+        [ -x "$HERE/nullproxy" ] || pgt_die "no $HERE/nullproxy (build it: make)"
+        NULL_PORT=$(pgt_free_port)
+        "$HERE/nullproxy" "$NULL_PORT" "$PG_SOCK/.s.PGSQL.$PG_PORT" >"$BNC_DIR/nullproxy.log" 2>&1 &
+        PGT_PIDS+=($!)
+        pgt_wait_ready 127.0.0.1 "$NULL_PORT" app secret appdb "$!" "$BNC_DIR/nullproxy.log" 30 ||
+            pgt_die "nullproxy not ready"
+        targets+=(null)
+        PORTS[null]=$NULL_PORT
+    fi
+fi
+
 if [ -n "${WORKLOADS:-}" ]; then
     mapfile -t workloads <<<"$WORKLOADS"
 elif [ "$MODE" = transaction ]; then
@@ -166,7 +183,7 @@ printf "$FMT" workload "direct" "pgbouncer" "pgtide" "lat dir" "lat bnc" "lat ti
 printf "$FMT" "" tps tps tps ms ms ms ms ms ms tps tps
 for w in "${workloads[@]}"; do
     declare -A mt=() ml=() mp=()
-    for t in direct pgbouncer pgtide tideab; do
+    for t in direct pgbouncer pgtide tideab null; do
         if [ -n "${TPS[$t/$w]:-}" ]; then
             # shellcheck disable=SC2086
             mt[$t]=$(median ${TPS[$t/$w]})
@@ -188,4 +205,8 @@ for w in "${workloads[@]}"; do
         printf '%-22s   workers=%s: %s tps, p99 %s ms (pgtide/this %s, this/pgbouncer %s)\n' "" \
             "$BENCH_AB_WORKERS" "${mt[tideab]}" "${mp[tideab]}" \
             "$(ratio "${mt[pgtide]}" "${mt[tideab]}")" "$(ratio "${mt[tideab]}" "${mt[pgbouncer]}")"
+    [ -n "${PORTS[null]:-}" ] &&
+        printf '%-22s   null proxy: %s tps, p99 %s ms (null/direct %s, null/pgbouncer %s, pgtide/null %s)\n' \
+            "" "${mt[null]}" "${mp[null]}" "$(ratio "${mt[null]}" "${mt[direct]}")" \
+            "$(ratio "${mt[null]}" "${mt[pgbouncer]}")" "$(ratio "${mt[pgtide]}" "${mt[null]}")"
 done
