@@ -54,7 +54,7 @@ static const char *const sslmode_names[] = {"disable",   "allow",       "prefer"
 static const char *const pool_mode_names[] = {"session", "transaction", "statement", NULL};
 static const char *const provider_names[] = {"local", "static", NULL};
 static const char *const log_level_names[] = {"debug", "info", "warning", "error", NULL};
-static const char *const onoff_names[] = {"off", "on", NULL}; /* read_your_writes (issue 6) */
+static const char *const onoff_names[] = {"off", "on", NULL}; /* read_your_writes, ... */
 static const char *const auth_type_names[] = {"trust",    "reject", "md5", "scram-sha-256",
                                               "password", "cert",   NULL};
 
@@ -252,6 +252,7 @@ static const struct key_def keys[] = {
     {"database_pool_modes", KT_STRING, F(database_pool_modes), "", true, 0, 0, NULL,
      check_pool_mode_map},
     {"user_pool_modes", KT_STRING, F(user_pool_modes), "", true, 0, 0, NULL, check_pool_mode_map},
+    {"server_round_robin", KT_ENUM, F(server_round_robin), "off", true, 0, 0, onoff_names, NULL},
     /* WAL archiving and backups (issue 7) */
     {"archive_timeout", KT_DURATION, F(archive_timeout), "1min", true, 0, DAY_MS, NULL, NULL},
     {"wal_compression_level", KT_INT, F(wal_compression_level), "0", true, 0, 22, NULL, NULL},

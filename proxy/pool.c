@@ -191,10 +191,31 @@ void pool_server_idle(struct pool *pool, struct server *s)
     server_assign(s, c);
 }
 
+/* Most recently used first by default (LIFO, as PgBouncer): at low load the busy few backends
+   stay warm and the rest age out under server_idle_timeout, so the compute keeps fewer
+   backends. server_round_robin: every server in turn. Measured (alternating runs, pgbench,
+   pool 20, transaction pooling): round-robin 1.03x on -S -c 16 and -M prepared in one series,
+   the same on TPC-B-like and -S -c 256; an earlier series had LIFO 1.08x on TPC-B-like and
+   1.15x on -S -c 256. */
+void pool_idle_add(struct pool *pool, struct server *s)
+{
+    if (pool->proxy->cfg->server_round_robin)
+        list_add_tail(&pool->idle, &s->node);
+    else
+        list_add_head(&pool->idle, &s->node);
+}
+
+struct server *pool_idle_coldest(struct pool *pool)
+{
+    struct list_node *n =
+        pool->proxy->cfg->server_round_robin ? list_first(&pool->idle) : list_last(&pool->idle);
+    return n != NULL ? container_of(n, struct server, node) : NULL;
+}
+
 void pool_server_adopted(struct pool *pool, struct server *s)
 {
     pool->nservers++;
-    list_add_head(&pool->idle, &s->node);
+    pool_idle_add(pool, s);
     pool_server_idle(pool, s);
     if (!list_empty(&pool->waiting))
         grow(pool); /* more wait: room, or ask the others again */
@@ -282,13 +303,13 @@ void pool_trim_for_others(struct proxy *p)
     list_for_each_safe(it, tmp, &p->pools)
     {
         struct pool *pool = container_of(it, struct pool, node);
-        struct list_node *coldest = list_last(&pool->idle); /* idle longest */
+        struct server *coldest = pool_idle_coldest(pool);
         if (pool->slot == NULL || coldest == NULL)
             continue;
         int to =
             hub_slot_yield_to(pool->slot, p->worker, !list_empty(&pool->waiting), proxy_now_ms());
         if (to >= 0)
-            yield(pool, container_of(coldest, struct server, node), to);
+            yield(pool, coldest, to);
     }
 }
 

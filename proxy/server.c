@@ -103,11 +103,7 @@ void server_set_state(struct server *s, enum server_state to)
         list_add_tail(&pool->opening, &s->node);
         break;
     case SERVER_IDLE:
-        /* most recently used first (LIFO, PgBouncer's default): the busy few backends stay
-           warm and the rest age out under server_idle_timeout. Against round-robin, in
-           alternating runs (pgbench, pool 20, txn mode): TPC-B-like -c 16 1.08x (twice),
-           -S -c 256 1.15x, -S -c 16 and -M prepared the same */
-        list_add_head(&pool->idle, &s->node);
+        pool_idle_add(pool, s);
         break;
     case SERVER_SETUP:
     case SERVER_ACTIVE:

@@ -107,6 +107,8 @@ struct config {
     int max_prepared_statements; /* 200: per server connection (LRU); 0 = unbounded */
     char *database_pool_modes;   /* "" or "db=mode,db2=mode": pool_mode per database */
     char *user_pool_modes;       /* "" or "user=mode,...": per user (wins over database) */
+    int server_round_robin;      /* 0 = off (default): idle servers reused most recently used first;
+                                    1 = on: idle longest first, every server in turn */
     /* WAL archiving and backups (issue 7) */
     int64_t archive_timeout;   /* ms, 60s: a running compute switches WAL at least this often */
     int wal_compression_level; /* 0 (off) .. 22: zstd level of archived WAL */

@@ -74,6 +74,11 @@ void pool_request(struct pool *pool, struct client *c);
 /* A client stops waiting (left, timed out). */
 void pool_cancel_wait(struct pool *pool, struct client *c);
 
+/* Puts an idle server in the idle list: at the head (reused next) by default, at the tail with
+   server_round_robin. The coldest idle server is the one idle longest (NULL: none idle). */
+void pool_idle_add(struct pool *pool, struct server *s);
+struct server *pool_idle_coldest(struct pool *pool);
+
 /* A server became IDLE (login done, reset done): serve the first waiter or park it idle. */
 void pool_server_idle(struct pool *pool, struct server *s);
 

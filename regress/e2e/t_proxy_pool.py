@@ -8,8 +8,9 @@ client's session settings, prepared statements or temp tables; a client whose so
 BEGIN with an uncommitted INSERT: the row never becomes visible and the next client on that pool is
 not inside that transaction; a client whose socket dies during pg_sleep: its backend stops running
 that query (pg_stat_activity) within a bounded wait; idle servers are reused most recently used
-first (LIFO: the server given back last serves the next session, in either order of two closes;
-measured faster than round-robin, see server.c).
+first (LIFO: the server given back last serves the next session, in either order of two closes),
+and after server_round_robin = on in DATA/pgtide.conf and RELOAD, idle longest first (the server
+given back first).
 """
 import os
 import socket
@@ -157,23 +158,40 @@ def idle_servers(t):
     return int(pool_row(t).get("sv_idle", 0))
 
 
-def test_lifo(t):
-    """Two sessions hold both servers and close one after the other: the next session gets the
-    server given back last, whichever that was (round-robin would give the other one)."""
+def config_value(t, key):
+    return next((r["value"] for r in t.admin_rows("SHOW CONFIG") if r["key"] == key), None)
+
+
+def reuse_order(t, round_robin):
+    """Two sessions hold both servers and close one after the other; the next session gets the
+    server given back last (LIFO, the default) or first (server_round_robin), in both orders."""
+    rule = "first" if round_robin else "last"
     for order in ((0, 1), (1, 0)):
-        pair = [session(t, f"pool_lifo{i}") for i in range(2)]
+        pair = [session(t, f"pool_order{i}") for i in range(2)]
         pids = [one(c, "SELECT pg_backend_pid()") for c in pair]
         check(pids[0] != pids[1], f"two sessions hold two servers: {pids}")
         for n, i in enumerate(order, start=1):
             pair[i].close()  # its reset (DISCARD ALL) runs, then the server is idle
             check(wait_until(lambda: idle_servers(t) >= n, 30, 0.05),
                   f"{n} idle server(s) after {n} close(s): {pool_row(t)}")
-        nxt = session(t, "pool_lifo_next")
+        nxt = session(t, "pool_order_next")
         got = one(nxt, "SELECT pg_backend_pid()")
-        check(got == pids[order[1]], f"closes in order {order}: the next session gets the server "
-              f"given back last ({pids[order[1]]}), got {got}")
+        want = pids[order[0]] if round_robin else pids[order[1]]
+        check(got == want, f"closes in order {order}: the next session gets the server given "
+              f"back {rule} ({want}), got {got}")
         nxt.close()
         wait_until(lambda: idle_servers(t) >= 2, 30, 0.05)
+
+
+def test_reuse_order(t):
+    reuse_order(t, round_robin=False)
+    t.write_conf("server_round_robin = on\n")
+    t.admin("RELOAD")
+    check(config_value(t, "server_round_robin") == "on", "RELOAD: server_round_robin = on")
+    reuse_order(t, round_robin=True)
+    t.write_conf("")
+    t.admin("RELOAD")
+    check(config_value(t, "server_round_robin") == "off", "RELOAD: server_round_robin back off")
 
 
 def test_killed_in_txn(t):
@@ -230,7 +248,7 @@ def main():
     # worker threads the next client may land on another worker, which opens its own server
     # (the shared pool_size cap across workers is t_txn_workers')
     t = Tide({"pool_size": 2, "query_wait_timeout": "60s", "workers": 1}, name="pool")
-    for fn in (test_queueing, test_wait_timeout, test_reset, test_lifo, test_killed_in_txn,
+    for fn in (test_queueing, test_wait_timeout, test_reset, test_reuse_order, test_killed_in_txn,
                test_killed_mid_query):
         log(f"--- {fn.__name__}")
         try:

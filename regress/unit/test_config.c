@@ -273,6 +273,13 @@ START_TEST(test_enums)
     set_bad(c, "auth_type", "gss");
     ck_assert_str_eq(c->auth_type_name, "cert");
 
+    ck_assert_int_eq(c->server_round_robin, 0); /* LIFO unless asked */
+    set_ok(c, "server_round_robin", "on");
+    ck_assert_int_eq(c->server_round_robin, 1);
+    set_bad(c, "server_round_robin", "1");
+    set_ok(c, "server_round_robin", "OFF");
+    ck_assert_int_eq(c->server_round_robin, 0);
+
     ck_assert_str_eq(config_sslmode_name(SSLMODE_VERIFY_CA), "verify-ca");
     ck_assert_str_eq(config_sslmode_name(99), "unknown");
     ck_assert_str_eq(config_pool_mode_name(POOL_STATEMENT), "statement");
@@ -651,6 +658,7 @@ START_TEST(test_foreach)
         "max_prepared_statements",
         "database_pool_modes",
         "user_pool_modes",
+        "server_round_robin",
         "archive_timeout",
         "wal_compression_level",
         "backup_schedule",
