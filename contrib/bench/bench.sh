@@ -17,8 +17,9 @@
 # Environment: PGTIDE_BIN (default ./pgtide at the repo top; without it the pgtide column is n/a),
 #              BENCH_SSLMODE (client sslmode for all targets, default disable),
 #              BENCH_WORKERS (pgtide's `workers`, default its own: one per CPU),
-#              BENCH_AB_WORKERS=N (a second pgtide with workers=N runs alternately with the
-#              others, as an extra column: the A/B of worker threads),
+#              BENCH_AB="key=value ..." (a second pgtide with these settings runs alternately
+#              with the others, as an extra column: an A/B, e.g. "server_round_robin=on"),
+#              BENCH_AB_WORKERS=N (the same as BENCH_AB="workers=N": the A/B of worker threads),
 #              BENCH_NULLPROXY=1 (contrib/bench/nullproxy, a 1:1 byte relay that does no work
 #              of its own, runs alternately too, plain only: the floor of a proxy hop's cost).
 set -u
@@ -96,9 +97,10 @@ if pgt_pgtide_bin >/dev/null; then
         ${BENCH_WORKERS:+"workers=$BENCH_WORKERS"}
     targets+=(pgtide)
     PORTS[pgtide]=$TIDE_PORT
-    if [ -n "${BENCH_AB_WORKERS:-}" ]; then
-        pgt_start_pgtide_static "pool_size=$POOL" "pool_mode=$MODE" log_level=warning \
-            "workers=$BENCH_AB_WORKERS"
+    AB=${BENCH_AB:-${BENCH_AB_WORKERS:+workers=$BENCH_AB_WORKERS}}
+    if [ -n "$AB" ]; then
+        # shellcheck disable=SC2086 # one word per setting
+        pgt_start_pgtide_static "pool_size=$POOL" "pool_mode=$MODE" log_level=warning $AB
         targets+=(tideab)
         PORTS[tideab]=$TIDE_PORT
     fi
@@ -201,9 +203,9 @@ for w in "${workloads[@]}"; do
     printf "$FMT" "$w" "${mt[direct]}" "${mt[pgbouncer]}" "${mt[pgtide]}" "${ml[direct]}" \
         "${ml[pgbouncer]}" "${ml[pgtide]}" "${mp[direct]}" "${mp[pgbouncer]}" "${mp[pgtide]}" \
         "$(ratio "${mt[pgtide]}" "${mt[direct]}")" "$(ratio "${mt[pgtide]}" "${mt[pgbouncer]}")"
-    [ -n "${BENCH_AB_WORKERS:-}" ] &&
-        printf '%-22s   workers=%s: %s tps, p99 %s ms (pgtide/this %s, this/pgbouncer %s)\n' "" \
-            "$BENCH_AB_WORKERS" "${mt[tideab]}" "${mp[tideab]}" \
+    [ -n "${PORTS[tideab]:-}" ] &&
+        printf '%-22s   %s: %s tps, p99 %s ms (pgtide/this %s, this/pgbouncer %s)\n' "" \
+            "$AB" "${mt[tideab]}" "${mp[tideab]}" \
             "$(ratio "${mt[pgtide]}" "${mt[tideab]}")" "$(ratio "${mt[tideab]}" "${mt[pgbouncer]}")"
     [ -n "${PORTS[null]:-}" ] &&
         printf '%-22s   null proxy: %s tps, p99 %s ms (null/direct %s, null/pgbouncer %s, pgtide/null %s)\n' \
