@@ -68,7 +68,8 @@ static int flush(struct end *from)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (watch(from, EPOLL_CTL_MOD, 0) < 0 || watch(to, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT) < 0)
+            if (watch(from, EPOLL_CTL_MOD, 0) < 0 ||
+                watch(to, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT) < 0)
                 return -1;
             return 0;
         }
@@ -122,7 +123,8 @@ static int connect_server(const char *target)
             return -1;
         }
     } else if (colon != NULL) {
-        struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t) atoi(colon + 1))};
+        struct sockaddr_in in = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t) atoi(colon + 1))};
         char host[64];
         snprintf(host, sizeof(host), "%.*s", (int) (colon - target), target);
         if (inet_pton(AF_INET, host, &in.sin_addr) != 1)
@@ -175,7 +177,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
-    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t) atoi(argv[1])),
+    struct sockaddr_in in = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t) atoi(argv[1])),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(lfd, (struct sockaddr *) &in, sizeof(in)) < 0 || listen(lfd, 1024) < 0) {
