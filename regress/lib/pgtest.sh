@@ -231,7 +231,13 @@ pgt_start_pgtide_static() {
         -c "auth_file=$TIDE_AUTH_FILE" ${PGT_WORKERS:+-c "workers=$PGT_WORKERS"})
     local kv
     for kv in "$@"; do args+=(-c "$kv"); done
-    "$bin" "${args[@]}" >"$TIDE_LOG" 2>&1 &
+    # PGT_OWN_SESSION=1 (the benchmarks): in a session of its own, as PgBouncer (-d) and the
+    # postmaster are, so that the scheduler's autogroups do not lump it with the clients
+    if [ "${PGT_OWN_SESSION:-}" = 1 ]; then
+        setsid "$bin" "${args[@]}" >"$TIDE_LOG" 2>&1 &
+    else
+        "$bin" "${args[@]}" >"$TIDE_LOG" 2>&1 &
+    fi
     TIDE_PID=$!
     PGT_PIDS+=("$TIDE_PID")
     PGT_TIDEDATAS+=("$TIDE_DATA")
