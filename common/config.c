@@ -428,6 +428,17 @@ static int enum_lookup(const char *const *names, const char *v)
     return -1;
 }
 
+/* An on/off key also takes the other spellings PostgreSQL and PgBouncer accept for a boolean
+   (server_round_robin = 1 is how PgBouncer's users write it). */
+static int onoff_lookup(const char *v)
+{
+    static const char *const yes[] = {"on", "true", "yes", "1", NULL};
+    static const char *const no[] = {"off", "false", "no", "0", NULL};
+    if (enum_lookup(yes, v) >= 0)
+        return 1;
+    return enum_lookup(no, v) >= 0 ? 0 : -1;
+}
+
 static void enum_list(const char *const *names, char *out, size_t outlen)
 {
     size_t used = 0;
@@ -549,7 +560,7 @@ static int set_fraction(struct config *c, const struct key_def *k, const char *v
 static int set_enum(struct config *c, const struct key_def *k, const char *value, char *err,
                     size_t errlen)
 {
-    int v = enum_lookup(k->names, value);
+    int v = k->names == onoff_names ? onoff_lookup(value) : enum_lookup(k->names, value);
     if (v < 0) {
         char list[160];
         enum_list(k->names, list, sizeof(list));

@@ -276,9 +276,24 @@ START_TEST(test_enums)
     ck_assert_int_eq(c->server_round_robin, 0); /* LIFO unless asked */
     set_ok(c, "server_round_robin", "on");
     ck_assert_int_eq(c->server_round_robin, 1);
-    set_bad(c, "server_round_robin", "1");
     set_ok(c, "server_round_robin", "OFF");
     ck_assert_int_eq(c->server_round_robin, 0);
+    /* PgBouncer's and PostgreSQL's spellings of a boolean */
+    set_ok(c, "server_round_robin", "1");
+    ck_assert_int_eq(c->server_round_robin, 1);
+    set_ok(c, "server_round_robin", "false");
+    ck_assert_int_eq(c->server_round_robin, 0);
+    set_ok(c, "server_round_robin", "Yes");
+    ck_assert_int_eq(c->server_round_robin, 1);
+    set_ok(c, "server_round_robin", "0");
+    ck_assert_int_eq(c->server_round_robin, 0);
+    set_bad(c, "server_round_robin", "2");
+    set_bad(c, "server_round_robin", "onn");
+    set_bad(c, "server_round_robin", "");
+    char got[16];
+    set_ok(c, "read_your_writes", "true");
+    ck_assert(config_get_text(c, "read_your_writes", got, sizeof(got)));
+    ck_assert_str_eq(got, "on"); /* shown in the one spelling */
 
     ck_assert_str_eq(config_sslmode_name(SSLMODE_VERIFY_CA), "verify-ca");
     ck_assert_str_eq(config_sslmode_name(99), "unknown");
