@@ -198,6 +198,9 @@ static int open_storage(struct app *a, bool *created, char *err, size_t errlen)
     *created = false;
     if (store_open(&a->store, a->opt.data_dir, a->cfg->compute_user, err, errlen) != 0)
         return -1;
+    if (a->store.swept > 0)
+        log_info("removed %u temporary file(s) left by writes that did not finish (a crash)",
+                 a->store.swept);
     if (a->cfg->compute_provider != PROVIDER_LOCAL || store_has_cluster(&a->store))
         return 0;
     char *bindir = store_find_bindir(a->cfg->pg_bindir, err, errlen);

@@ -21,14 +21,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
 
 #define STORE_PASSWORD_LEN 24
 #define STORE_TAIL_BYTES   600
+/* A write's temporary file is written, fsynced and renamed within seconds; one untouched for an
+   hour was left by a writer that died (a crash mid-write). */
+#define STORE_ORPHAN_AGE_S 3600
 
 /* What a subdirectory of DATA must look like. */
 struct store_subdir {
@@ -162,6 +167,67 @@ static int store_resolve_owner(struct store *st, const char *compute_user, char 
     return 0;
 }
 
+/* True for the names store_write_owned gives its temporary files: ".NAME.XXXXXX.tmp". */
+static bool store_is_tmp_name(const char *name)
+{
+    size_t n = strlen(name);
+    /* '.' + at least one character of NAME + ".XXXXXX" + ".tmp" */
+    if (n < 1 + 1 + 7 + 4 || name[0] != '.' || strcmp(name + n - 4, ".tmp") != 0 ||
+        name[n - 11] != '.')
+        return false;
+    return true;
+}
+
+/* Removes the orphaned temporary files directly in dir; counts them into *swept. */
+static void store_sweep_dir(const char *dir, time_t cutoff, unsigned *swept)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        struct stat sb;
+        if (!store_is_tmp_name(de->d_name) ||
+            fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode) ||
+            sb.st_mtime > cutoff)
+            continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+            (*swept)++;
+        else
+            log_warn("could not remove the orphaned temporary file %s/%s: %s", dir, de->d_name,
+                     strerror(errno));
+    }
+    closedir(d);
+}
+
+/* Sweeps DATA, its subdirectories and each backup's directory: the places durable writes go. */
+static void store_sweep(struct store *st)
+{
+    time_t cutoff = time(NULL) - STORE_ORPHAN_AGE_S;
+    store_sweep_dir(st->dir, cutoff, &st->swept);
+    for (size_t i = 0; i < sizeof(store_subdirs) / sizeof(store_subdirs[0]); i++) {
+        char *p = store_path(st, store_subdirs[i].name);
+        if (p != NULL)
+            store_sweep_dir(p, cutoff, &st->swept);
+        free(p);
+    }
+    char *backups = store_path(st, "backups");
+    DIR *d = backups != NULL ? opendir(backups) : NULL;
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        char sub[4200];
+        struct stat sb;
+        if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISDIR(sb.st_mode))
+            continue;
+        snprintf(sub, sizeof(sub), "%s/%s", backups, de->d_name);
+        store_sweep_dir(sub, cutoff, &st->swept);
+    }
+    if (d != NULL)
+        closedir(d);
+    free(backups);
+}
+
 int store_open(struct store *st, const char *dir, const char *compute_user, char *err,
                size_t errlen)
 {
@@ -196,6 +262,7 @@ int store_open(struct store *st, const char *dir, const char *compute_user, char
         if (rc < 0)
             goto fail;
     }
+    store_sweep(st); /* under the lock: no other pgtide writes here */
     return 0;
 fail:
     store_close(st);

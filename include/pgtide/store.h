@@ -11,11 +11,12 @@
 #include <sys/types.h>
 
 struct store {
-    char *dir;    /* DATA, as given (malloc'd) */
-    int lock_fd;  /* DATA/pgtide.lock, holds the fcntl write lock; -1 when closed */
-    uid_t uid;    /* owner of compute files: compute_user when root, else our own uid */
-    gid_t gid;    /* that owner's primary group */
-    bool as_root; /* pgtide runs as root and drops to uid/gid for computes */
+    char *dir;      /* DATA, as given (malloc'd) */
+    int lock_fd;    /* DATA/pgtide.lock, holds the fcntl write lock; -1 when closed */
+    uid_t uid;      /* owner of compute files: compute_user when root, else our own uid */
+    gid_t gid;      /* that owner's primary group */
+    bool as_root;   /* pgtide runs as root and drops to uid/gid for computes */
+    unsigned swept; /* orphaned temporary files store_open removed */
 };
 
 /* Creates DATA (0755) if missing and its subdirectories: primary, wal, backups, replicas, run
@@ -24,6 +25,9 @@ struct store {
    message. Takes an exclusive fcntl lock on DATA/pgtide.lock, kept while the store is open; a
    second pgtide on the same DATA fails with "data directory DATA is in use by pgtide pid N".
    compute_user (NULL or "" = "postgres") is only looked up when running as root.
+   Once locked, it removes the temporary files of durable writes that died mid-write
+   (".NAME.XXXXXX.tmp" untouched for an hour) in DATA, its subdirectories and each backup's
+   directory, and counts them in st->swept.
    Returns 0, or -1 with a message in err (st is then left closed; store_close is harmless). */
 int store_open(struct store *st, const char *dir, const char *compute_user, char *err,
                size_t errlen) __attribute__((warn_unused_result));

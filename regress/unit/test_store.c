@@ -2,7 +2,8 @@
  * test_store: the data directory layout in a temporary directory (subdirectories, owners, modes,
  * repairs and refusals), the exclusive lock seen from a second process, durable write and read,
  * two processes writing one file at once (each write whole, no temporary file left),
- * store_path, store_has_cluster, bindir detection and the cleanup of a failed initdb.
+ * store_path, store_has_cluster, bindir detection, the cleanup of a failed initdb, and the sweep
+ * of temporary files that crashed writers left behind.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pgtide/store.h"
@@ -273,6 +275,66 @@ START_TEST(test_concurrent_writers)
 }
 END_TEST
 
+/* Creates DATA/rel with one byte, its mtime age_s seconds ago. */
+static void make_aged(const char *rel, int age_s)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", data, rel);
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ck_assert_msg(fd >= 0, "%s: %s", p, strerror(errno));
+    ck_assert_int_eq(write(fd, "x", 1), 1);
+    close(fd);
+    struct timespec ts[2] = {{time(NULL) - age_s, 0}, {time(NULL) - age_s, 0}};
+    ck_assert_int_eq(utimensat(AT_FDCWD, p, ts, 0), 0);
+}
+
+static bool exists(const char *rel)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", data, rel);
+    return access(p, F_OK) == 0;
+}
+
+START_TEST(test_sweeps_orphaned_tmp)
+{
+    struct store st;
+    char err[256] = "";
+    ck_assert_msg(store_open(&st, data, "postgres", err, sizeof(err)) == 0, "%s", err);
+    ck_assert_uint_eq(st.swept, 0);
+    store_close(&st);
+    char p[512];
+    snprintf(p, sizeof(p), "%s/backups/20261130T050000", data);
+    ck_assert_int_eq(mkdir(p, 0700), 0);
+    snprintf(p, sizeof(p), "%s/state/.dir.abcdef.tmp", data);
+    ck_assert_int_eq(mkdir(p, 0700), 0);
+    utimensat(AT_FDCWD, p, (struct timespec[2]){{1, 0}, {1, 0}}, 0);
+
+    make_aged(".initial-password.Ab12Cd.tmp", 7200);             /* orphans: removed */
+    make_aged("state/.usage.x1y2z3.tmp", 7200);                  /* "" */
+    make_aged("wal/.000000010000000000000001.QWERTY.tmp", 4000); /* "" */
+    make_aged("backups/20261130T050000/.info.zzzzzz.tmp", 7200); /* "" */
+    make_aged("state/.usage.a1b2c3.tmp", 60);  /* a writer may still be at it: kept */
+    make_aged("state/.keep.tmp", 7200);        /* not our name: kept */
+    make_aged("state/usage.abcdef.tmp", 7200); /* "" (no leading dot) */
+    make_aged("state/.usage.abcdef.tmpx", 7200);
+    make_aged("state/usage", 7200);
+
+    ck_assert_msg(store_open(&st, data, "postgres", err, sizeof(err)) == 0, "%s", err);
+    ck_assert_uint_eq(st.swept, 4);
+    ck_assert(!exists(".initial-password.Ab12Cd.tmp"));
+    ck_assert(!exists("state/.usage.x1y2z3.tmp"));
+    ck_assert(!exists("wal/.000000010000000000000001.QWERTY.tmp"));
+    ck_assert(!exists("backups/20261130T050000/.info.zzzzzz.tmp"));
+    ck_assert(exists("state/.usage.a1b2c3.tmp"));
+    ck_assert(exists("state/.keep.tmp"));
+    ck_assert(exists("state/usage.abcdef.tmp"));
+    ck_assert(exists("state/.usage.abcdef.tmpx"));
+    ck_assert(exists("state/usage"));
+    ck_assert(exists("state/.dir.abcdef.tmp")); /* a directory, whatever its name */
+    store_close(&st);
+}
+END_TEST
+
 START_TEST(test_path_and_cluster)
 {
     struct store st;
@@ -340,6 +402,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_lock);
     tcase_add_test(tc, test_durable_write_read);
     tcase_add_test(tc, test_concurrent_writers);
+    tcase_add_test(tc, test_sweeps_orphaned_tmp);
     tcase_add_test(tc, test_path_and_cluster);
     tcase_add_test(tc, test_find_bindir);
     tcase_add_test(tc, test_init_cluster_failure_cleans_up);
