@@ -15,6 +15,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../regress/lib/pgtest.sh
 . "$HERE/../../regress/lib/pgtest.sh"
+export PGT_OWN_SESSION=1 # pgtide in a session of its own, as in bench.sh (why: there)
 
 K=2
 C=16

@@ -8,6 +8,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../regress/lib/pgtest.sh
 . "$HERE/../../regress/lib/pgtest.sh"
+export PGT_OWN_SESSION=1 # pgtide in a session of its own, as in bench.sh (why: there)
 N=${1:-10000}
 ulimit -n "$(ulimit -Hn)" || true
 [ "$(ulimit -n)" -gt $((N + 512)) ] || pgt_die "the fd limit $(ulimit -n) is too low for $N clients"

@@ -35,6 +35,7 @@ done
 
 # shellcheck source=../../regress/lib/pgtest.sh
 . "$HERE/../../regress/lib/pgtest.sh"
+export PGT_OWN_SESSION=1 # pgtide in a session of its own, as in bench.sh (why: there)
 export PGTIDE_BIN
 now_ms() { date +%s%3N; }
 RPORT=$(pgt_free_port)

@@ -59,6 +59,7 @@ done
 
 # shellcheck source=../../regress/lib/pgtest.sh
 . "$HERE/../../regress/lib/pgtest.sh"
+export PGT_OWN_SESSION=1 # pgtide in a session of its own, as in bench.sh (why: there)
 export PGTIDE_BIN
 RPORT=$(pgt_free_port)
 # its own embedded pgtide (killed and removed at exit by pgtest.sh)

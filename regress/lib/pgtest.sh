@@ -211,6 +211,18 @@ pgt_wait_ready() {
     return 1
 }
 
+# pgt_spawn_tide BIN ARGS...: starts pgtide in the background, output to $TIDE_LOG; sets
+# TIDE_PID. PGT_OWN_SESSION=1 (the benchmarks): in a session of its own, as PgBouncer (-d) and
+# the postmaster are, so that the scheduler's autogroups do not lump it with the clients.
+pgt_spawn_tide() {
+    if [ "${PGT_OWN_SESSION:-}" = 1 ]; then
+        setsid "$@" >"$TIDE_LOG" 2>&1 &
+    else
+        "$@" >"$TIDE_LOG" 2>&1 &
+    fi
+    TIDE_PID=$!
+}
+
 # pgt_start_pgtide_static [extra -c key=value...]: pgtide with the static provider in front of
 # the server from pgt_start_pg. Sets TIDE_DIR, TIDE_DATA, TIDE_PORT, TIDE_SOCK, TIDE_PID,
 # TIDE_LOG, TIDE_AUTH_FILE.
@@ -231,14 +243,7 @@ pgt_start_pgtide_static() {
         -c "auth_file=$TIDE_AUTH_FILE" ${PGT_WORKERS:+-c "workers=$PGT_WORKERS"})
     local kv
     for kv in "$@"; do args+=(-c "$kv"); done
-    # PGT_OWN_SESSION=1 (the benchmarks): in a session of its own, as PgBouncer (-d) and the
-    # postmaster are, so that the scheduler's autogroups do not lump it with the clients
-    if [ "${PGT_OWN_SESSION:-}" = 1 ]; then
-        setsid "$bin" "${args[@]}" >"$TIDE_LOG" 2>&1 &
-    else
-        "$bin" "${args[@]}" >"$TIDE_LOG" 2>&1 &
-    fi
-    TIDE_PID=$!
+    pgt_spawn_tide "$bin" "${args[@]}"
     PGT_PIDS+=("$TIDE_PID")
     PGT_TIDEDATAS+=("$TIDE_DATA")
     pgt_wait_ready 127.0.0.1 "$TIDE_PORT" app secret appdb "$TIDE_PID" "$TIDE_LOG" 60 ||
@@ -265,8 +270,7 @@ pgt_start_pgtide_embedded() {
     local kv
     for kv in "$@"; do args+=(-c "$kv"); done
     PGT_TIDEDATAS+=("$TIDE_DATA")
-    "$bin" "${args[@]}" >"$TIDE_LOG" 2>&1 &
-    TIDE_PID=$!
+    pgt_spawn_tide "$bin" "${args[@]}"
     PGT_PIDS+=("$TIDE_PID")
     for i in $(seq 1 480); do
         [ -s "$TIDE_DATA/initial-password" ] && break
