@@ -16,7 +16,7 @@
 # WORKLOADS="..." (one pgbench option set per line) overrides the rows.
 # Environment: PGTIDE_BIN (default ./pgtide at the repo top; without it the pgtide column is n/a),
 #              BENCH_SSLMODE (client sslmode for all targets, default disable),
-#              BENCH_WORKERS (pgtide's `workers`, default its own: one per CPU),
+#              BENCH_WORKERS (pgtide's `workers`, default its own: 1 loop below 4 CPUs, else half),
 #              BENCH_AB="key=value ..." (a second pgtide with these settings runs alternately
 #              with the others, as an extra column: an A/B, e.g. "server_round_robin=on"),
 #              BENCH_AB_WORKERS=N (the same as BENCH_AB="workers=N": the A/B of worker threads),
