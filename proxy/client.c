@@ -972,13 +972,16 @@ static void process_startup(struct client *c)
     }
 }
 
+#define AUTH_MSG_MAX (PKT_AUTH_MAX < BUF_SIZE - 1 ? PKT_AUTH_MAX : BUF_SIZE - 1)
+
 /* Consumes typed messages while authenticating (only 'p', and 'X'). */
 static void process_auth(struct client *c)
 {
     struct buf *b = c->conn.in;
     while (c->state == CLIENT_AUTH && !c->close_pending && b != NULL && buf_len(b) > 0) {
         struct pkt_hdr h;
-        enum pkt_status st = pkt_read_hdr(b->data + b->rpos, buf_len(b), PKT_AUTH_MAX, &h);
+        /* a message must fit the input buffer whole: one that cannot would never complete */
+        enum pkt_status st = pkt_read_hdr(b->data + b->rpos, buf_len(b), AUTH_MSG_MAX, &h);
         if (st == PKT_INCOMPLETE)
             return;
         if (st != PKT_OK) {

@@ -2,7 +2,9 @@
 keeps querying (every one of its queries must succeed).
 
 Cases: garbage first bytes; lying length fields (short, long, below 4) before and after
-authentication; a 1 GB length (expect ErrorResponse 08P01 or a clean close, never a hang);
+authentication; a 1 GB length (expect ErrorResponse 08P01 or a clean close, never a hang); a
+40 kB password message (more than a connection's input buffer: refused at once with 08P01, not
+left spinning until authentication_timeout);
 slowloris startup (bytes dribbled: expect closure after authentication_timeout, run with 2s);
 2,000 connections that never authenticate (a normal client must still work, and they must all be
 closed by the server); a client killed mid-COPY (nothing half-committed, others keep working); a
@@ -204,6 +206,35 @@ def case_lying_lengths_after_auth():
     target_alive("lying lengths after authentication")
 
 
+def case_oversized_password_message():
+    s = raw_socket(tls=True)
+    s.sendall(startup_packet(USER, DB))
+    typ, body = read_msg(s)
+    if typ != b"R" or struct.unpack("!I", body[:4])[0] != 10:
+        fail(f"oversized password message: expected a SASL request, got {typ!r}")
+        s.close()
+        return
+    junk = b"n,,n=,r=" + b"x" * 40000
+    s.settimeout(AUTH_TIMEOUT + 10)
+    try:
+        # refused after its first 32 kB: the rest may meet a closed connection
+        s.sendall(msg(b"p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(junk)) + junk))
+        typ, body = read_msg(s)
+        f = error_fields(body) if typ == b"E" else {}
+        if typ != b"E" or f.get("C") not in ("08P01", "28000", "28P01"):
+            fail(f"oversized password message: {typ!r} {f}")
+        elif "timeout" in f.get("M", ""):
+            fail(f"oversized password message: only the authentication timeout ended it ({f})")
+        else:
+            log(f"ok: oversized password message: ErrorResponse {f.get('C')} ({f.get('M')})")
+    except (EOFError, ConnectionResetError, BrokenPipeError, ssl.SSLError):
+        log("ok: oversized password message: connection closed")
+    except socket.timeout:
+        fail("oversized password message: no answer (hang)")
+    s.close()
+    target_alive("oversized password message")
+
+
 def case_slowloris():
     s = raw_socket(tls=True)
     pkt = startup_packet(USER, DB)
@@ -403,7 +434,7 @@ bg = Background()
 bg.start()
 time.sleep(0.5)
 for case in [case_garbage, case_lying_lengths_startup, case_lying_lengths_after_auth,
-             case_slowloris, case_many_unauthenticated, case_killed_mid_copy,
+             case_oversized_password_message, case_slowloris, case_many_unauthenticated, case_killed_mid_copy,
              case_killed_mid_query]:
     log(f"-- {case.__name__}")
     try:
