@@ -294,6 +294,8 @@ void client_close(struct client *c, const char *reason)
         authdb_cancel(p->authdb, c->lookup);
         c->lookup = NULL;
     }
+    if (c->server == NULL && c->state == CLIENT_WAITING && c->pool != NULL)
+        pool_forget_setup(c->pool, c); /* a server still sending its settings lets go of it */
     client_set_state(c, CLIENT_CLOSING);
     list_del(&c->conn.ready);
     ev_timer_stop(p->loop, &c->timer);

@@ -136,21 +136,39 @@ void pool_learn_params(struct pool *pool, const struct server *s)
     }
 }
 
+/* Idle servers go to the waiters, in order. Each turn takes one server off the idle list: it
+   serves the first waiter, or is yielded to another worker (pool_server_idle), after which the
+   next one is offered, so no waiter is left beside an idle server. */
+static void serve_waiters(struct pool *pool)
+{
+    struct list_node *first;
+    while (!list_empty(&pool->waiting) && (first = list_first(&pool->idle)) != NULL)
+        pool_server_idle(pool, container_of(first, struct server, node));
+}
+
 void pool_request(struct pool *pool, struct client *c)
 {
     list_add_tail(&pool->waiting, &c->wait_node);
-    struct list_node *first = list_first(&pool->idle);
-    if (first != NULL && list_first(&pool->waiting) == &c->wait_node) {
-        pool_server_idle(pool, container_of(first, struct server, node));
-        return;
-    }
-    grow(pool);
+    serve_waiters(pool);
+    if (!list_empty(&pool->waiting))
+        grow(pool);
 }
 
 void pool_cancel_wait(struct pool *pool, struct client *c)
 {
     (void) pool;
     list_del(&c->wait_node);
+}
+
+void pool_forget_setup(struct pool *pool, struct client *c)
+{
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &pool->used)
+    {
+        struct server *s = container_of(it, struct server, node);
+        if (s->client == c && s->state == SERVER_SETUP)
+            s->client = NULL; /* its SET finishes, then it goes back (server_release) */
+    }
 }
 
 /* Gives s to worker `to`, waiting at pool_size: handed over as it is when it can move, else
@@ -270,6 +288,7 @@ void pool_maintain(struct pool *pool, int64_t now_ms)
         else if (cfg->server_lifetime > 0 && now_ms - s->connect_ms >= cfg->server_lifetime)
             server_close(s, "server_lifetime");
     }
+    serve_waiters(pool); /* a safety net: nothing should have left them side by side */
     /* min_pool_size: keep that many open while the compute runs (never wakes it); with workers,
        whichever looks first opens them, and a waiting worker gets them handed over */
     int floor = cfg->min_pool_size < cfg->pool_size ? cfg->min_pool_size : cfg->pool_size;

@@ -74,6 +74,10 @@ void pool_request(struct pool *pool, struct client *c);
 /* A client stops waiting (left, timed out). */
 void pool_cancel_wait(struct pool *pool, struct client *c);
 
+/* A waiting client is closing: a server of the pool still sending its settings (SETUP, assigned
+   but not attached yet) forgets it, finishes its SET and goes back to the pool. */
+void pool_forget_setup(struct pool *pool, struct client *c);
+
 /* Puts an idle server in the idle list: at the head (reused next) by default, at the tail with
    server_round_robin. The coldest idle server is the one idle longest (NULL: none idle). */
 void pool_idle_add(struct pool *pool, struct server *s);

@@ -29,6 +29,10 @@ Private pgtides in front of the harness's PostgreSQL, with workers=3 unless said
     pgtide-side name on each worker); every answer is right, every turn runs on the one backend
     (the server was handed over, not reopened) and PostgreSQL never sees a second one. In 5, the
     waiting session on a third worker gets the backend the closed session had.
+11. Session churn over 2 workers: pgbench -C (a new session per transaction) with 16 clients,
+    pool_size=20 and query_wait_timeout=5s; no session ever waits out the timeout. (A waiter
+    used to stay beside idle servers of its own worker once one of them was handed to another
+    worker: pgbench's clients, blocked in their logins, then stalled it all.)
 Nothing asserts wall-clock time: waiting is observed through the admin console or
 pg_stat_activity, and every wait is bounded.
 """
@@ -40,7 +44,7 @@ import time
 import psycopg
 import psycopg2
 
-from t_proxy_harness import PGTIDE_BIN, free_port, raw_query, scratch_dir
+from t_proxy_harness import BINDIR, PGTIDE_BIN, free_port, raw_query, scratch_dir
 from t_txn_common import (check, direct_connect, error_fields, finish, log, msg, raw_login,
                           read_msg, tide_dsn, txn_tide, wait_until)
 
@@ -584,6 +588,25 @@ def test_port_taken(t):
     check(t.alive() and not bad, f"the first pgtide keeps serving 10 new logins (wrong: {bad})")
 
 
+def test_session_churn():
+    t = wtide(2, "w11", mode="session", pool_size=20, query_wait_timeout="5s")
+    script = os.path.join(scratch_dir("w11"), "one.sql")
+    with open(script, "w") as f:
+        f.write("SELECT 1;\n")
+    env = dict(os.environ, PGPASSWORD="secret")
+    run = subprocess.run([os.path.join(BINDIR, "pgbench"), "-n", "-C",
+                          "-c", "16", "-j", "2", "-T", "6", "-f", script,
+                          f"host=127.0.0.1 port={t.port} user=app dbname=appdb sslmode=disable"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    out = (run.stdout + run.stderr).strip()
+    tps = [ln for ln in out.splitlines() if ln.startswith("tps")]
+    check(run.returncode == 0 and "abort" not in out,
+          f"16 clients, a session each per transaction, over 2 workers: none waited out "
+          f"query_wait_timeout ({tps or out[-300:]})")
+    check(t.alive(), "that pgtide is still running")
+    t.stop()
+
+
 def main():
     t = wtide(3, "w3", pool_size=12)
     for name, fn in (("1 spread", test_spread), ("2 admin", test_admin),
@@ -600,7 +623,8 @@ def main():
     leak_note(t)
     for name, fn in (("4 shared cap", test_shared_cap), ("5 session", test_session),
                      ("7 workers=1", test_single), ("9 handover", test_handover),
-                     ("10 min_pool_size", test_min_pool)):
+                     ("10 min_pool_size", test_min_pool),
+                     ("11 session churn", test_session_churn)):
         log(f"--- {name}")
         try:
             fn()
