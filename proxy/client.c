@@ -305,6 +305,8 @@ void client_close(struct client *c, const char *reason)
         struct server *s = c->server;
         c->server = NULL;
         s->client = NULL;
+        if (c->conn.skip > 0 || (c->copy_left > 0 && !c->copy_drop))
+            s->unsynced = true; /* it got part of a message: never hand it on */
         server_release(s);
     }
     proxy_cancel_del(p, c);
@@ -346,9 +348,14 @@ static bool client_wants(void *arg, uint8_t t)
     return t == 'X' || t == 'Q' || t == 'P'; /* P: custom settings, see note_custom */
 }
 
-/* Every Query, Sync and FunctionCall gets exactly one ReadyForQuery back. */
+/* Every Query, Sync and FunctionCall gets exactly one ReadyForQuery back. Extended-protocol
+   messages leave the server unsynced until their Sync. */
 static void count_request(struct client *c, uint8_t t)
 {
+    if (c->server != NULL && (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == 'E'))
+        c->server->unsynced = true;
+    else if (c->server != NULL && t == 'S')
+        c->server->unsynced = false;
     if ((t == 'Q' || t == 'S' || t == 'F') && c->server != NULL) {
         if (c->server->in_flight++ == 0)
             c->request_ms = proxy_now_ms();
@@ -405,6 +412,7 @@ static enum relay_verdict client_message(void *arg, uint8_t t, const uint8_t *bo
     } else if (t == 'P') {
         const char *stmt, *sql;
         uint16_t np;
+        count_request(c, t);
         if (pkt_parse_parse(body, blen, &stmt, &sql, &np) == PKT_OK)
             note_custom(c, sql, (uint32_t) strlen(sql));
     }

@@ -464,6 +464,10 @@ static void internal_message(struct server *s, uint8_t t, const uint8_t *body, u
             else
                 server_release(s);
         } else if (s->state == SERVER_RESET) {
+            if (s->error_code[0] != '\0' || s->txn != 'I') {
+                server_close(s, "the reset query failed");
+                return;
+            }
             txn_server_forget(s); /* the reset query dropped statements and settings */
             s->error_code[0] = s->error_msg[0] = '\0';
             s->last_used_ms = proxy_now_ms();
@@ -947,12 +951,16 @@ void server_release(struct server *s)
         server_close(s, "released in an unexpected state");
         return;
     }
-    if (s->in_flight > 0 || s->q.count > 0 || s->txn != 'I' || relay_has_pending(&s->conn) ||
-        s->out_off < s->out_builder.len) {
-        /* the client left mid-request or inside a transaction: never hand this on */
-        if (s->in_flight > 0 || s->q.count > 0)
+    if (s->in_flight > 0 || s->q.count > 0 || s->txn != 'I' || s->unsynced ||
+        relay_has_pending(&s->conn) || s->out_off < s->out_builder.len) {
+        /* the client left mid-request, inside a transaction, or before the Sync of its
+           extended-protocol messages (a reset query then would commit them): never hand this
+           on */
+        if (s->in_flight > 0 || s->q.count > 0 || s->unsynced)
             server_send_cancel(s);
         server_close(s, s->txn != 'I' ? "client left inside a transaction"
+                        : s->unsynced ? "client left before the Sync of its extended-protocol "
+                                        "messages"
                                       : "client left with a request in flight");
         return;
     }
@@ -970,6 +978,7 @@ void server_release(struct server *s)
         pool_server_idle(s->pool, s);
         return;
     }
+    s->error_code[0] = s->error_msg[0] = '\0'; /* so that the reset query's own error shows */
     pkt_write_query(server_out(s), reset);
     s->in_flight = 1;
     relay_read_on(p->loop, &s->conn, true);

@@ -392,19 +392,16 @@ void txn_server_free(struct server *s)
 
 /* ---- client -> server ----------------------------------------------------------------------- */
 
-/* Makes sure server s has statement st prepared, adding a hidden Parse (and a hidden Close of
-   the least recently used statement when the set is full) to o. */
-/* Makes room for one more statement on s, closing a stale version of st or the least
-   recently used statement when the set is full (hidden Closes). */
-static void make_room(struct server *s, const struct txn_stmt *st, int touched,
-                      struct pkt_builder *o)
+/* Makes room for one more statement on s: a hidden Close of st's own name first (a stale
+   version, or one the server kept where pgtide lost track, as when an error made the server
+   skip a Close; closing a name that does not exist is no error), and of the least recently
+   used statement when the set is full. */
+static void make_room(struct server *s, const struct txn_stmt *st, struct pkt_builder *o)
 {
     char name[16];
-    if (touched < 0) {
-        server_name(st->id, name);
-        pkt_write_close(o, 'S', name);
-        (void) expect(s, 'C', TXN_HIDDEN, 0);
-    }
+    server_name(st->id, name);
+    pkt_write_close(o, 'S', name);
+    (void) expect(s, 'C', TXN_HIDDEN, 0);
     uint32_t max = (uint32_t) s->pool->proxy->cfg->max_prepared_statements;
     if (max > 0 && s->prepared.n >= max) {
         uint32_t old = (uint32_t) s->prepared.ids[0];
@@ -420,7 +417,7 @@ static void ensure_prepared(struct server *s, const struct txn_stmt *st, struct 
     int touched = prepared_touch(&s->prepared, st->id, st->gen);
     if (touched > 0)
         return;
-    make_room(s, st, touched, o);
+    make_room(s, st, o);
     char name[16];
     server_name(st->id, name);
     pkt_write_parse(o, name, st->query, st->nparams, st->oids);
@@ -428,12 +425,18 @@ static void ensure_prepared(struct server *s, const struct txn_stmt *st, struct 
     (void) prepared_add(&s->prepared, st->id, st->gen);
 }
 
+static bool query_drops_all(const char *sql);
+static void forget_all(struct client *c, struct server *s, const char *sql);
+
 static void on_parse(struct client *c, struct server *s, const uint8_t *msg, uint32_t total,
                      struct pkt_builder *o)
 {
     const char *name, *sql;
     uint16_t np;
-    if (pkt_parse_parse(msg + 5, total - 5, &name, &sql, &np) != PKT_OK || name[0] == '\0') {
+    enum pkt_status ps = pkt_parse_parse(msg + 5, total - 5, &name, &sql, &np);
+    if (ps == PKT_OK && query_drops_all(sql))
+        forget_all(c, s, sql); /* through the extended protocol (JDBC sends everything so) */
+    if (ps != PKT_OK || name[0] == '\0') {
         pkt_put_bytes(o, msg, total); /* unnamed (or malformed: the server answers) */
         (void) expect(s, 'P', 0, 0);
         return;
@@ -456,7 +459,7 @@ static void on_parse(struct client *c, struct server *s, const uint8_t *msg, uin
         (void) expect_named(s, 'P', TXN_FAKE, st->id, name);
         return;
     }
-    make_room(s, st, touched, o);
+    make_room(s, st, o);
     char sname[16];
     server_name(st->id, sname);
     pkt_write_parse(o, sname, st->query, st->nparams, st->oids);
@@ -533,11 +536,29 @@ static void on_describe_close(struct client *c, struct server *s, uint8_t t, con
 }
 
 /* DEALLOCATE [PREPARE] name|ALL and DISCARD ALL in a simple query touch the mapping. */
+static void query_space(const char **pp)
+{
+    const char *p = *pp;
+    for (;;) {
+        while (isspace((unsigned char) *p))
+            p++;
+        if (p[0] == '-' && p[1] == '-') {
+            while (*p != '\0' && *p != '\n')
+                p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            const char *end = strstr(p + 2, "*/"); /* not nested: enough for a leading comment */
+            p = end != NULL ? end + 2 : p + strlen(p);
+        } else {
+            break;
+        }
+    }
+    *pp = p;
+}
+
 static bool query_word(const char **p, const char *word)
 {
     size_t n = strlen(word);
-    while (isspace((unsigned char) **p))
-        (*p)++;
+    query_space(p);
     if (strncasecmp(*p, word, n) != 0 || isalnum((unsigned char) (*p)[n]) || (*p)[n] == '_')
         return false;
     *p += n;
@@ -546,9 +567,22 @@ static bool query_word(const char **p, const char *word)
 
 static bool query_end(const char *p)
 {
-    while (isspace((unsigned char) *p) || *p == ';')
+    for (query_space(&p); *p == ';'; query_space(&p))
         p++;
     return *p == '\0';
+}
+
+/* DISCARD ALL or DEALLOCATE [PREPARE] ALL: every prepared statement of the session goes. */
+static bool query_drops_all(const char *sql)
+{
+    const char *p = sql;
+    if (query_word(&p, "discard"))
+        return query_word(&p, "all") && query_end(p);
+    p = sql;
+    if (!query_word(&p, "deallocate"))
+        return false;
+    (void) query_word(&p, "prepare");
+    return query_word(&p, "all") && query_end(p);
 }
 
 /* Reads an SQL name: "quoted" (exact, "" for a quote) or bare (folded to lower case). */
@@ -579,6 +613,17 @@ static size_t query_name(const char **pp, char *name, size_t cap)
     return k;
 }
 
+/* After DISCARD ALL or DEALLOCATE ALL (sql): the client's names and the server's statements
+   (and, for DISCARD, its settings) are forgotten at once, whether or not the server runs it: a
+   statement pgtide thinks gone is closed before it is prepared again (make_room). */
+static void forget_all(struct client *c, struct server *s, const char *sql)
+{
+    names_clear(&c->names);
+    s->prepared.n = 0;
+    if (query_word(&sql, "discard"))
+        txn_server_forget(s);
+}
+
 static void on_query(struct client *c, struct server *s, const uint8_t *msg, uint32_t total,
                      struct pkt_builder *o)
 {
@@ -586,17 +631,12 @@ static void on_query(struct client *c, struct server *s, const uint8_t *msg, uin
     const char *p = sql;
     if (msg[total - 1] != '\0') {
         /* malformed: the server answers it */
-    } else if (query_word(&p, "discard") && query_word(&p, "all") && query_end(p)) {
-        names_clear(&c->names);
-        txn_server_forget(s);
+    } else if (query_drops_all(sql)) {
+        forget_all(c, s, sql);
     } else if ((p = sql, query_word(&p, "deallocate"))) {
         (void) query_word(&p, "prepare");
-        const char *after = p;
         char name[64];
-        if (query_word(&p, "all") && query_end(p)) {
-            names_clear(&c->names);
-            s->prepared.n = 0;
-        } else if ((p = after, query_name(&p, name, sizeof(name)) > 0) && query_end(p)) {
+        if (query_name(&p, name, sizeof(name)) > 0 && query_end(p)) {
             uint32_t id = names_get(&c->names, name);
             const struct txn_stmt *st = id ? registry_by_id(c->proxy, id) : NULL;
             if (st != NULL) {
@@ -623,6 +663,10 @@ static bool client_message(struct client *c, struct server *s, const uint8_t *ms
                            struct pkt_builder *o)
 {
     uint8_t t = msg[0];
+    if (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == 'E')
+        s->unsynced = true;
+    else if (t == 'S')
+        s->unsynced = false;
     switch (t) {
     case 'P':
         on_parse(c, s, msg, total, o);
@@ -676,6 +720,8 @@ static uint32_t large_message(struct client *c, struct server *s, const uint8_t 
 {
     uint8_t t = p[0];
     uint32_t consumed = 5;
+    if (t == 'B' || t == 'P')
+        s->unsynced = true;
     if (t == 'B') {
         const char *portal, *stmt;
         uint32_t off = bind_names(p + 5, avail - 5, &portal, &stmt);
@@ -771,9 +817,10 @@ static bool server_wants(void *arg, uint8_t t)
     return true;
 }
 
-/* Queues pgtide's own answers that are due now (fakes at the head of the queue). */
 /* Pops up to the next Sync: PostgreSQL skips those requests after an error. Their Parses
-   made nothing: the server's optimistic marks and the clients' names are taken back. */
+   made nothing: the server's optimistic marks and the clients' names are taken back. When the
+   client has not sent that Sync yet, what it sends until then is dropped by pgtide (the server
+   would ignore it), so that no expectation is queued for requests that get no answer. */
 static void skip_to_sync(struct server *s)
 {
     struct txn_expect *e;
@@ -783,8 +830,11 @@ static void skip_to_sync(struct server *s)
             prepared_remove(&s->prepared, e->stmt);
         pop_ok(s, false);
     }
+    if (e == NULL && s->client != NULL)
+        s->client->skip_sync = true;
 }
 
+/* Queues pgtide's own answers that are due now (fakes at the head of the queue). */
 static bool take_fakes(struct server *s)
 {
     struct txn_expect *e;
@@ -819,12 +869,14 @@ static void on_error(struct server *s, const uint8_t *body, uint32_t blen)
     if (e == NULL || e->kind == 'Q' || e->kind == 'S')
         return;
     struct pkt_error_fields f;
-    if (e->stmt != 0 && (e->kind == 'B' || e->kind == 'D') &&
-        pkt_parse_error_fields(body, blen, &f) == PKT_OK && f.code != NULL &&
-        strcmp(f.code, "0A000") == 0) {
+    if (body != NULL && e->stmt != 0 && (e->kind == 'B' || e->kind == 'D') &&
+        pkt_parse_error_fields(body, blen, &f) == PKT_OK && f.code != NULL) {
         struct txn_stmt *st = registry_by_id(s->pool->proxy, e->stmt);
-        if (st != NULL)
+        if (strcmp(f.code, "0A000") == 0 && st != NULL)
             st->gen++;
+        else if (strcmp(f.code, "26000") == 0)
+            s->prepared.n = 0; /* the server lost statements behind pgtide's back (a DISCARD
+                                  ALL it could not see): each is prepared again on next use */
     }
     skip_to_sync(s);
 }
@@ -876,8 +928,10 @@ static void ready(struct server *s, const uint8_t *body, uint32_t blen)
 static enum relay_verdict server_message(void *arg, uint8_t t, const uint8_t *body, uint32_t blen)
 {
     struct server *s = arg;
-    if (take_fakes(s))
-        return RELAY_STOP; /* the caller sends them, then this message comes again */
+    /* the caller sends them, then this message comes again (also when writing what came
+       before them was blocked: they were taken then, and are still to go) */
+    if (take_fakes(s) || (s->fakes.buf != NULL && s->fakes.len > 0))
+        return RELAY_STOP;
     struct txn_expect *e = head(s);
     switch (t) {
     case 'S': {
@@ -927,6 +981,10 @@ static void server_header(void *arg, uint8_t t, uint32_t len)
     /* messages too large to be seen whole (big rows, big descriptions) end requests too */
     struct server *s = arg;
     (void) len;
+    if (t == 'E') {
+        on_error(s, NULL, 0); /* an error too large to be seen whole still skips to Sync */
+        return;
+    }
     struct txn_expect *e = head(s);
     if (e != NULL && !(e->flags & (TXN_FAKE | TXN_HIDDEN)) && e->kind != 'S' && e->kind != 'Q' &&
         terminal(e->kind, t))
@@ -955,7 +1013,7 @@ bool txn_after_server_pump(struct server *s)
         client_flush_out(c);
         return false;
     }
-    if (s->q.count == 0 && s->txn == 'I' && !relay_has_pending(&s->conn) &&
+    if (s->q.count == 0 && s->txn == 'I' && !s->unsynced && !relay_has_pending(&s->conn) &&
         !relay_has_pending(&c->conn) && c->copy_left == 0 && s->out_off >= s->out_builder.len &&
         !client_out_pending(c) && c->state == CLIENT_ACTIVE) {
         server_detach(s);

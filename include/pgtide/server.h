@@ -65,6 +65,8 @@ struct server {
     uint32_t pid, key; /* the backend's cancel key */
     char txn;          /* last ReadyForQuery status */
     int in_flight;     /* requests (Query, Sync, FunctionCall) whose ReadyForQuery is due */
+    bool unsynced;     /* extended-protocol messages (or part of one) sent since the last Sync:
+                          the backend may hold an implicit transaction or a suspended portal */
     bool is_unix;
     bool served; /* a client has had it (worker threads: a new one serves before it yields) */
     bool stale_statements; /* came from another worker: its statements are named by that one's

@@ -5,15 +5,28 @@ The killed client's server is not handed to another client inside its transactio
 client is outside any transaction (ReadyForQuery 'I', its statement in a fresh transaction), the
 uncommitted rows are never visible; the same after a client killed in the middle of an
 extended-protocol pipeline (no Sync yet) and one killed while a query runs inside a transaction.
+
+And a client that leaves while its server is still applying its settings (state setup: the server
+was handed over with another application_name, and its backend is held with SIGSTOP so the SET
+cannot finish first): pgtide lets go of it, the server goes back to the pool once the SET is
+done, and the next client gets it (this was a use-after-free of the departed client).
+
+And, in transaction and in session pooling, a client killed after an INSERT sent with
+Parse/Bind/Execute/Flush but no Sync (outside BEGIN: the backend holds it in an implicit
+transaction): the server is closed, not handed on (transaction pooling) or reset with DISCARD ALL
+(session pooling), either of which would commit the row.
 """
+import os
+import signal
 import socket
 import struct
+import time
 
 import psycopg2
 import psycopg2.extensions as ext
 
-from t_txn_common import (B, E, P, Q, Raw, check, direct_connect, direct_exec, finish, tide_dsn,
-                          txn_tide, wait_until)
+from t_txn_common import (B, E, H, P, Q, Raw, check, describe_msg, direct_connect, direct_exec,
+                          finish, read_msg, tide_dsn, txn_tide, wait_until)
 
 
 def hard_close(raw):
@@ -79,8 +92,75 @@ def main():
     cur.execute("SELECT count(*) FROM txn_kill")
     check(cur.fetchone()[0] == 0, "no killed client's row ever becomes visible")
     d.close()
+
+    unsynced_then_killed(t, "transaction pooling")
     t.stop()
+    # one loop: with workers, a login on the other worker may itself need the stopped backend
+    u = txn_tide(pool_size=1, name="txn_kill_setup", workers=1)
+    left_during_setup(u)
+    u.stop()
+    s = txn_tide(mode="session", pool_size=1, name="txn_kill_session")
+    unsynced_then_killed(s, "session pooling")
+    s.stop()
     finish()
+
+
+def unsynced_then_killed(t, label):
+    r = Raw(t.port)
+    r.send(P("", "INSERT INTO txn_kill VALUES (42)"), B(""), E(), H())
+    got = []
+    while len(got) < 3:
+        typ, body = read_msg(r.sock)
+        d = describe_msg(typ, body)
+        if d is not None:
+            got.append(d)
+    check(got == ["1", "2", "C:INSERT 0 1"], f"{label}: the INSERT ran, unsynced ({got})")
+    hard_close(r)
+    nxt = psycopg2.connect(tide_dsn(t, connect_timeout=30))  # pool_size=1: after r's server
+    nxt.autocommit = True
+    cur = nxt.cursor()
+    cur.execute("SELECT count(*) FROM txn_kill")
+    n = cur.fetchone()[0]
+    nxt.close()
+    check(n == 0, f"{label}: the next client does not see the unsynced row ({n})")
+    d = direct_connect()
+    cur = d.cursor()
+    cur.execute("SELECT count(*) FROM txn_kill")
+    n = cur.fetchone()[0]
+    d.close()
+    check(n == 0, f"{label}: the unsynced row was never committed ({n})")
+
+
+def left_during_setup(t):
+    first = psycopg2.connect(tide_dsn(t, application_name="first", connect_timeout=30))
+    first.autocommit = True
+    cur = first.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    pid = cur.fetchone()[0]  # the pool's one server
+    first.close()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        r = Raw(t.port, extra={"application_name": "second"})
+        r.send(Q("SELECT 1"))
+
+        def in_setup():
+            return any(s["state"] == "setup" for s in t.admin_rows("SHOW SERVERS")
+                       if s["user"] == "app")
+        check(wait_until(in_setup, 30), "the server is applying the second client's settings")
+        hard_close(r)
+        check(wait_until(lambda: not any(c["user"] == "app" for c in t.admin_rows("SHOW CLIENTS")),
+                         30), "pgtide saw the client leave")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(0.5)  # the SET's answer arrives for a client that is gone
+    check(t.alive(), "pgtide is still running")
+    nxt = psycopg2.connect(tide_dsn(t, application_name="third", connect_timeout=30))
+    nxt.autocommit = True
+    cur = nxt.cursor()
+    cur.execute("SELECT pg_backend_pid(), current_setting('application_name')")
+    got = cur.fetchone()
+    check(got == (pid, "third"), f"the next client gets that server with its own settings ({got})")
+    nxt.close()
 
 
 def msg_flush():

@@ -7,10 +7,23 @@ next use); the answer sequences (every message but ParameterStatus/notices, erro
 must be identical: after the failing 2nd of 4 statements, everything up to Sync is skipped, the
 next Sync group runs, and the connection works afterwards. Then psycopg 3 pipeline mode with an
 error in the middle, compared with direct too.
+
+Also: the rest of a failing group sent only after its error came back (Flush); an error too large
+to be seen whole (over 32 kB); a portal read in parts with Execute+Flush and no Sync (the server
+stays this client's until the Sync: another client waits meanwhile); DISCARD ALL through the
+extended protocol from another client; pgtide's own ParseComplete due while the client reads a
+large result through a small receive window (this did not reproduce the reordering it guards
+against, which needs pgtide's write to block at that very message). After each, another client must get the one server (nothing left queued).
 """
+import os
+import socket
+import threading
+import time
+
 import psycopg
 
-from t_txn_common import B, D, E, P, Q, S, Raw, check, direct_dsn, finish, log, tide_dsn, txn_tide
+from t_txn_common import (B, D, E, H, P, Q, S, Raw, check, describe_msg, direct_dsn, finish, log,
+                          read_msg, tide_dsn, txn_tide)
 
 
 def other_discard(port):
@@ -19,6 +32,33 @@ def other_discard(port):
     o = Raw(port)
     o.run(Q("DISCARD ALL"))
     o.close()
+
+
+def other_discard_extended(port):
+    """The same through the extended protocol, as JDBC sends every statement."""
+    o = Raw(port)
+    o.run(P("", "/* pool reset */ DISCARD ALL"), B(""), E(), S())
+    o.close()
+
+
+def read_some(r, n=None):
+    """Summaries of the next n messages that describe_msg keeps (n None: up to an error)."""
+    out = []
+    while (len(out) < n) if n is not None else not (out and out[-1].startswith("E:")):
+        typ, body = read_msg(r.sock)
+        d = describe_msg(typ, body)
+        if d is not None:
+            out.append(d)
+    return out
+
+
+def other_client(port):
+    """Another client's query on the same target: with pool_size=1 it needs the one server."""
+    o = Raw(port) if port else Raw()
+    try:
+        return o.run(Q("SELECT 'other'"))
+    finally:
+        o.close()
 
 
 def scripts(port):
@@ -93,6 +133,75 @@ def scripts(port):
                      B("d1", [2]), E(), S(), D("S", "d1"), B("d1", [3]), E(), S())
         return out
 
+    def rest_after_error(r):
+        # the error comes back (Flush) before the rest of its group is sent: those messages are
+        # skipped by the server up to the Sync, and nothing of them stays expected
+        r.send(P("e1", "SELECT 10 / $1::int"), B("e1", [0]), E(), H())
+        out = read_some(r)
+        out += r.run(B("e1", [1]), E(), P("e2", "SELECT 2"), B("e2"), E(), S())
+        out += r.run(B("e1", [5]), E(), S())
+        out += other_client(port)
+        out += r.run(B("e2"), E(), S())  # e2's Parse was skipped: 26000
+        return out
+
+    def huge_error(r):
+        # an ErrorResponse over 32 kB (the value is quoted in it) still skips to the Sync
+        out = r.run(P("h1", "SELECT $1::int"), S())
+        out += r.run(B("h1", [1]), E(), P("h2", "SELECT repeat('x', 40000)::int"), B("h2"), E(),
+                     B("h1", [3]), E(), S())
+        out += r.run(B("h1", [4]), E(), S())
+        out += other_client(port)
+        return out
+
+    def portal_in_parts(r):
+        # a cursor-like read (node-postgres' pg-cursor): Execute with a row limit and Flush, no
+        # Sync until the end; meanwhile another client waits for the one server
+        out = r.run(P("c1", "SELECT generate_series(1, 5) AS n"), S())
+        r.send(B("c1", portal="p1"), E("p1", 2), H())
+        out += read_some(r, 4)
+        res = []
+        th = threading.Thread(target=lambda: res.append(other_client(port)))
+        th.start()
+        time.sleep(0.3)  # gives the other client time to take the server, if pgtide let it
+        r.send(E("p1", 2), H())
+        out += read_some(r, 3)
+        out += r.run(E("p1", 2), S())
+        th.join(60)
+        out += res[0] if res else ["other client: no answer"]
+        return out
+
+    def discard_extended_elsewhere(r):
+        out = r.run(P("x1", "SELECT $1::int + 1"), B("x1", [1]), E(), S())
+        other_discard_extended(port)
+        out += r.run(B("x1", [2]), E(), S())
+        return out
+
+    def own_answer_while_reading_slowly(r):
+        # pgtide answers P f1 itself (its text is prepared on the server already); that answer
+        # falls due while writing a large result to a client that reads slowly: it must still
+        # come after the result and before f1's BindComplete
+        out = r.run(P("f0", "SELECT 42"), S())
+        # a small receive window keeps pgtide's writes to it partial: it is often blocked
+        if r.sock.family != socket.AF_UNIX:
+            r.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        r.send(Q("SELECT repeat('x', 1000) FROM generate_series(1, 3000)"),
+               P("f1", "SELECT 42"), B("f1"), E(), S())
+        time.sleep(0.5)  # lets the result fill the socket buffers
+        rows, n_ready = 0, 0
+        while n_ready < 2:
+            typ, body = read_msg(r.sock)
+            if typ == b"D" and n_ready == 0:
+                rows += 1
+                continue
+            d = describe_msg(typ, body)
+            if d is not None:
+                out.append(d)
+            if typ == b"Z":
+                n_ready += 1
+        out.append(f"rows {rows}")
+        out += other_client(port)
+        return out
+
     return [("4 named statements, the 2nd fails, after a DISCARD ALL elsewhere", named_four),
             ("Parses after the error are skipped (their names do not exist)",
              parses_in_failing_group),
@@ -101,7 +210,13 @@ def scripts(port):
             ("unnamed statements, the 2nd fails", unnamed),
             ("three Sync groups in flight, the middle one fails", many_syncs),
             ("error inside an explicit transaction (25P02 until ROLLBACK)", in_transaction),
-            ("Describe/Bind/Execute pipeline with an unknown statement", describe_in_pipeline)]
+            ("Describe/Bind/Execute pipeline with an unknown statement", describe_in_pipeline),
+            ("the rest of a failing group sent after its error", rest_after_error),
+            ("an error over 32 kB mid-group", huge_error),
+            ("a portal read in parts with Flush, no Sync", portal_in_parts),
+            ("DISCARD ALL through the extended protocol elsewhere", discard_extended_elsewhere),
+            ("pgtide's own ParseComplete after a large, slowly read result",
+             own_answer_while_reading_slowly)]
 
 
 def psycopg3_pipeline(dsn):
@@ -135,7 +250,10 @@ def psycopg3_pipeline(dsn):
 
 def main():
     t = txn_tide(pool_size=1, name="txn_pipeline")
+    only = os.environ.get("T_TXN_PIPELINE_ONLY", "")  # a debugging aid: one script by name
     for name, script in scripts(t.port):
+        if only not in name:
+            continue
         # the direct side's DISCARD ALL runs in another session: it changes nothing there
         direct_script = dict(scripts(None))[name]
         want = None
