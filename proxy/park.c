@@ -270,26 +270,31 @@ int park_replay(const struct client *c, struct pkt_builder *b)
 {
     if (c->parked == NULL)
         return 0;
+    /* the settings in one query, each SQL PREPARE in a query of its own: a query is one implicit
+       transaction, and a statement that no longer prepares (its table was dropped) must not
+       roll back the settings (search_path, a tenant for row-level security) or the others */
     struct pkt_builder q;
     pkt_builder_init_dyn(&q, 512);
     int rfq = 0;
-    bool any_sql = false;
+    bool any_set = false;
     for (const struct park_item *it = c->parked; it != NULL; it = it->next) {
         if (it->kind == 's' && it->text != NULL) {
             server_append_set(&q, it->name, it->text);
-            any_sql = true;
-        } else if (it->kind == 'q' && it->text != NULL) {
-            pkt_put_bytes(&q, it->text, strlen(it->text));
-            pkt_put_bytes(&q, ";\n", 2);
-            any_sql = true;
+            any_set = true;
         }
     }
     pkt_put_bytes(&q, "", 1);
-    if (any_sql && !q.failed) {
+    if (any_set && !q.failed) {
         pkt_write_query(b, (const char *) q.buf);
         rfq++;
     }
     pkt_builder_free(&q);
+    for (const struct park_item *it = c->parked; it != NULL; it = it->next) {
+        if (it->kind == 'q' && it->text != NULL) {
+            pkt_write_query(b, it->text);
+            rfq++;
+        }
+    }
     for (const struct park_item *it = c->parked; it != NULL; it = it->next) {
         if (it->kind != 'p' || it->text == NULL)
             continue;

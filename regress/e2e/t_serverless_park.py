@@ -3,7 +3,8 @@
 Clients, each with its own values:
 - 5 real psql processes (stdin pipe): SET statement_timeout, SET search_path, SQL PREPARE;
 - 20 psycopg2 sessions (autocommit): the same three, plus custom GUCs (SET myapp.tag, and
-  set_config('myapp.tenant', ...) in a simple query);
+  set_config('myapp.tenant', ...) in a simple query); the first also holds a PREPAREd statement
+  whose table it dropped, so that its replay fails: the settings and the other statement stay;
 - 15 psycopg 3 sessions with prepare_threshold=0 (protocol-level named prepared statements from
   the first execution), SET work_mem and set_config('myapp.p3', $1, false) (a Parse);
 - 10 asyncpg connections, each with an explicit conn.prepare() statement (protocol level) and
@@ -85,6 +86,11 @@ def pg2_setup(c, i):
     cur.execute("SET myapp.tag = %s", (f"tag-{i}",))
     cur.execute("SELECT pg_catalog.set_config('myapp.tenant', %s, false)", (f"tenant-{i}",))
     cur.execute(f"PREPARE q AS SELECT $1::int * {i}")
+    if i == 0:
+        # a statement whose table is gone: its replay fails, and must take nothing else along
+        cur.execute("CREATE TABLE park_gone_0 (x int)")
+        cur.execute("PREPARE gone AS SELECT x FROM park_gone_0")
+        cur.execute("DROP TABLE park_gone_0")
     cur.execute("SELECT pg_backend_pid()")
     return cur.fetchone()[0]
 
