@@ -470,7 +470,7 @@ void client_pump(struct client *c)
         client_fatal(c, "08P01", "invalid message length from client");
         break;
     case RELAY_DST_ERROR:
-        client_server_lost(c, "08006", "server connection lost", false);
+        server_close(s, "write to the server failed"); /* tells the client, and frees the slot */
         break;
     }
 }

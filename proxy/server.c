@@ -242,7 +242,12 @@ void server_close(struct server *s, const char *reason)
     pool_room_give(pool);
     struct client *c = s->client;
     s->client = NULL;
-    if (c != NULL) {
+    if (c != NULL && s->conn.skip > 0) {
+        /* part of a large message went to the client: an ErrorResponse now would be read as
+           the rest of it, so the connection ends without one */
+        c->server = NULL;
+        client_close(c, "server connection lost in the middle of a message");
+    } else if (c != NULL) {
         c->server = NULL;
         client_server_lost(c, s->error_code[0] ? s->error_code : "08006",
                            s->error_msg[0] ? s->error_msg : "pgtide: server connection lost", idle);

@@ -15,6 +15,10 @@ And, in transaction and in session pooling, a client killed after an INSERT sent
 Parse/Bind/Execute/Flush but no Sync (outside BEGIN: the backend holds it in an implicit
 transaction): the server is closed, not handed on (transaction pooling) or reset with DISCARD ALL
 (session pooling), either of which would commit the row.
+
+Last, the server side: a backend terminated while pgtide streams a 20 MB row to a client that
+does not read yet. The client then gets the bytes that came and the end of the connection, and
+no ErrorResponse written into the middle of the row (it would be read as row bytes).
 """
 import os
 import signal
@@ -101,6 +105,8 @@ def main():
     u.stop()
     s = txn_tide(mode="session", pool_size=1, name="txn_kill_session")
     unsynced_then_killed(s, "session pooling")
+    server_gone_mid_row(s)
+    check(s.alive(), "pgtide is still running")
     s.stop()
     finish()
 
@@ -129,6 +135,38 @@ def unsynced_then_killed(t, label):
     n = cur.fetchone()[0]
     d.close()
     check(n == 0, f"{label}: the unsynced row was never committed ({n})")
+
+
+def server_gone_mid_row(t):
+    sql = "SELECT repeat('x', 20000000) AS big"
+    r = Raw(t.port)
+    r.send(Q(sql))
+
+    def blocked():
+        d = direct_connect()
+        cur = d.cursor()
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE query = %s "
+                    "AND wait_event = 'ClientWrite'", (sql,))
+        rows = cur.fetchall()
+        d.close()
+        return rows
+    rows = wait_until(blocked, 30)
+    check(bool(rows), "the backend is blocked writing the row to pgtide")
+    if not rows:
+        r.close()
+        return
+    direct_exec(f"SELECT pg_terminate_backend({rows[0][0]})")
+    data = b""
+    r.sock.settimeout(60)
+    while True:
+        chunk = r.sock.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    r.sock.close()
+    check(len(data) < 20000000, f"the row was cut short ({len(data)} bytes came)")
+    check(b"08006" not in data[-4096:] and b"server connection lost" not in data[-4096:],
+          "no ErrorResponse inside the cut row: the connection just ends")
 
 
 def left_during_setup(t):
