@@ -20,10 +20,16 @@
 #include "pgtide/server.h"
 
 const char park_snapshot_sql[] =
-    "SELECT 's', name, pg_catalog.current_setting(name), NULL FROM pg_catalog.pg_settings "
-    "WHERE source = 'session' "
-    "UNION ALL SELECT CASE WHEN from_sql THEN 'q' ELSE 'p' END, name, statement, "
-    "pg_catalog.array_to_string(parameter_types::pg_catalog.oid[], ',') "
+    "SELECT CASE WHEN pg_catalog.octet_length(pg_catalog.current_setting(name)) > " PARK_ITEM_MAX
+    " THEN 'x' ELSE 's' END, CASE WHEN pg_catalog.octet_length(pg_catalog.current_setting(name)) "
+    "> " PARK_ITEM_MAX " THEN 'a setting longer than " PARK_ITEM_MAX " bytes' ELSE name END, "
+    "pg_catalog.left(pg_catalog.current_setting(name), " PARK_ITEM_MAX "), NULL "
+    "FROM pg_catalog.pg_settings WHERE source = 'session' "
+    "UNION ALL SELECT CASE WHEN pg_catalog.octet_length(statement) > " PARK_ITEM_MAX " THEN 'x' "
+    "WHEN from_sql THEN 'q' ELSE 'p' END, CASE WHEN pg_catalog.octet_length(statement) "
+    "> " PARK_ITEM_MAX " THEN 'a prepared statement longer than " PARK_ITEM_MAX " bytes' ELSE name "
+    "END, CASE WHEN pg_catalog.octet_length(statement) > " PARK_ITEM_MAX " THEN NULL ELSE "
+    "statement END, pg_catalog.array_to_string(parameter_types::pg_catalog.oid[], ',') "
     "FROM pg_catalog.pg_prepared_statements "
     "UNION ALL SELECT 'x', 'temporary tables', NULL, NULL WHERE EXISTS (SELECT 1 FROM "
     "pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) "

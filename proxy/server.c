@@ -1003,8 +1003,13 @@ void server_snapshot(struct server *s)
     const struct client *c = s->client;
     if (c->ncustom > 0) {
         /* custom settings the session SET: current_setting finds them by name */
-        static const char head[] = " UNION ALL SELECT 's', n, pg_catalog.current_setting(n, true), "
-                                   "NULL FROM (VALUES ";
+        static const char head[] =
+            " UNION ALL SELECT CASE WHEN pg_catalog.octet_length(pg_catalog.current_setting(n, "
+            "true)) > " PARK_ITEM_MAX " THEN 'x' ELSE 's' END, CASE WHEN "
+            "pg_catalog.octet_length(pg_catalog.current_setting(n, true)) > " PARK_ITEM_MAX
+            " THEN 'a setting longer than " PARK_ITEM_MAX " bytes' ELSE n END, "
+            "pg_catalog.left(pg_catalog.current_setting(n, true), " PARK_ITEM_MAX "), NULL FROM "
+            "(VALUES ";
         pkt_put_bytes(o, head, sizeof(head) - 1);
         for (int i = 0; i < c->ncustom; i++) {
             if (i > 0)

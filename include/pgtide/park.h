@@ -28,7 +28,11 @@ struct park_item {
 };
 
 /* The snapshot query run on a server connection (one result set of k, a, b, c text columns;
-   k 'x' rows name what cannot be parked). */
+   k 'x' rows name what cannot be parked). Each row must fit a relay buffer (32 kB) to be read:
+   a setting or statement longer than PARK_ITEM_MAX bytes comes as an 'x' row, which keeps the
+   session awake instead (a row too large would have ended the session; 256 parameter type oids
+   take at most 2,816 bytes more). */
+#define PARK_ITEM_MAX "28000"
 extern const char park_snapshot_sql[];
 
 /* Starts a parking round: every idle session with a server connection is snapshotted. When all

@@ -1,7 +1,8 @@
 """t_serverless_keepawake: sessions that cannot be parked keep the compute awake (issue 3, part 5).
 
 For each of: a session with a temp table, one that LISTENs, one inside BEGIN, one that set a
-custom setting through set_config() with a computed name (each alone, next to an ordinary idle
+custom setting through set_config() with a computed name, one with a prepared statement and one
+with a setting over 28,000 bytes (each alone, next to an ordinary idle
 session that can be parked), with suspend_after=2 and pause_after=1:
 - after 3 x suspend_after the compute's processes are still there and SHOW COMPUTES says
   running or paused, never suspending/suspended (a freeze keeps the session's state);
@@ -29,6 +30,12 @@ CASES = [
     # settings from pg_settings): parking would lose it silently
     ("set_config", ["SELECT set_config('myapp.' || 'dyn', 'v', false)"], "RESET ALL",
      "custom setting"),
+    # a prepared statement or a setting too long for one snapshot row (they used to end the
+    # session with "invalid message from server" at every suspend attempt)
+    ("long_statement", ["PREPARE big AS SELECT '" + "x" * 40000 + "'::text"], "DEALLOCATE big",
+     "longer than"),
+    ("long_setting", ["SELECT set_config('myapp.big', repeat('y', 40000), false)"],
+     "RESET myapp.big", "longer than"),
 ]
 
 
