@@ -639,15 +639,25 @@ static void on_query(struct client *c, struct server *s, const uint8_t *msg, uin
         if (query_name(&p, name, sizeof(name)) > 0 && query_end(p)) {
             uint32_t id = names_get(&c->names, name);
             const struct txn_stmt *st = id ? registry_by_id(c->proxy, id) : NULL;
+            if (s->txn == 'E' && s->in_flight == 0)
+                st = NULL; /* an aborted transaction refuses it (25P02): nothing is forgotten */
             if (st != NULL) {
-                /* the shared statement goes on this server (prepared first if it lacks it,
-                   so the answer is PostgreSQL's own DEALLOCATE) and from the client */
-                char sname[16], q[64];
-                ensure_prepared(s, st, o);
+                /* the shared statement goes from this server and from the client; the answer
+                   is PostgreSQL's own DEALLOCATE (25P02 in an aborted transaction). A server
+                   that lacks it gets a stand-in of that name first, in the same query: the
+                   statement's own text may no longer prepare, and a failing hidden Parse would
+                   make the server ignore the query up to a Sync that never comes */
+                char sname[16], q[96];
                 server_name(id, sname);
-                snprintf(q, sizeof(q), "DEALLOCATE %s", sname);
+                bool here = prepared_touch(&s->prepared, id, st->gen) != 0; /* or older */
+                if (here)
+                    snprintf(q, sizeof(q), "DEALLOCATE %s", sname);
+                else
+                    snprintf(q, sizeof(q), "PREPARE %s AS SELECT 1; DEALLOCATE %s", sname, sname);
                 names_del(&c->names, name);
                 prepared_remove(&s->prepared, id);
+                if (!here)
+                    (void) expect(s, 'c', TXN_HIDDEN, 0);
                 (void) expect(s, 'Q', 0, 0);
                 pkt_write_query(o, q);
                 return;
@@ -866,6 +876,10 @@ static bool take_fakes(struct server *s)
 static void on_error(struct server *s, const uint8_t *body, uint32_t blen)
 {
     struct txn_expect *e = head(s);
+    if (e != NULL && e->kind == 'c') {
+        pop(s); /* the stand-in failed (an aborted transaction): the query stops there */
+        return;
+    }
     if (e == NULL || e->kind == 'Q' || e->kind == 'S')
         return;
     struct pkt_error_fields f;
@@ -892,6 +906,8 @@ static bool terminal(uint8_t kind, uint8_t t)
         return t == '3';
     case 'D':
         return t == 'T' || t == 'n';
+    case 'c':
+        return t == 'C';
     case 'E':
         return t == 'C' || t == 'I' || t == 's';
     default: /* 'S', 'Q' */

@@ -89,7 +89,8 @@ struct server;
 struct pkt_builder;
 
 /* One expected answer. kind: the request ('P' Parse, 'B' Bind, 'D' Describe, 'E' Execute,
-   'C' Close, 'S' Sync, 'Q' Query or FunctionCall). */
+   'C' Close, 'S' Sync, 'Q' Query or FunctionCall, 'c' a statement pgtide put in front of a
+   client's Query: its CommandComplete is not forwarded). */
 struct txn_expect {
     uint8_t kind;
     uint8_t flags; /* TXN_FAKE, TXN_HIDDEN, TXN_FAKE_ERROR */

@@ -4,6 +4,11 @@ pooling (pool_mode=transaction, pool_size=1: all clients share one server connec
 The client's statements are gone for it (Bind gives 26000 as on PostgreSQL) while another
 client's statements with the same text (and the same names) keep working. Each client's script is
 also run against PostgreSQL directly, and the answer sequences compared.
+
+Also DEALLOCATE of a statement whose table is gone, on a server that no longer has it (another
+client's DISCARD ALL): PostgreSQL answers DEALLOCATE; pgtide used to prepare the statement first,
+hidden, which failed and made the server ignore the DEALLOCATE (the client waited forever). The
+same inside an aborted transaction (25P02, as PostgreSQL).
 """
 from t_txn_common import B, E, P, Q, S, Raw, check, finish, log, txn_tide
 
@@ -45,8 +50,36 @@ CASES = [
 ]
 
 
+def broken_statement(port):
+    x = Raw(port)
+    try:
+        out = x.run(Q("DROP TABLE IF EXISTS dealloc_gone"), Q("CREATE TABLE dealloc_gone (v int)"))
+        out += x.run(P("g", "SELECT v FROM dealloc_gone"), P("h", "SELECT 1 AS w"), S())
+        z = Raw(port)
+        z.run(Q("DISCARD ALL"))  # through pgtide: its server forgets (direct: another session)
+        z.close()
+        out += x.run(Q("DROP TABLE dealloc_gone"))
+        out += x.run(Q("DEALLOCATE g"))
+        out += x.run(B("g"), E(), S())
+        for sql in ("BEGIN", "SELECT 1/0", "DEALLOCATE h", "ROLLBACK"):  # one at a time
+            out += x.run(Q(sql))
+        out += x.run(Q("DEALLOCATE h"), B("h"), E(), S())
+        return out
+    finally:
+        x.close()
+
+
 def main():
     t = txn_tide(pool_size=1, name="txn_dealloc")
+    want = broken_statement(None)
+    try:
+        got = broken_statement(t.port)
+    except Exception as e:  # noqa: BLE001 - a hang is a failure
+        got = [f"exception {e!r}"]
+    check(got == want, f"DEALLOCATE of a statement whose table is gone: PostgreSQL's answers "
+          f"({got})")
+    if got != want:
+        log(f"  direct: {want}")
     for name, cmd, prep, disc in CASES:
         want = two_clients(None, cmd, name, prep, disc)
         try:
