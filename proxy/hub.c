@@ -84,8 +84,8 @@ int hub_default_workers(void)
     if (n <= 0)
         n = sysconf(_SC_NPROCESSORS_ONLN);
     /* the computes and the clients' own processes want the other half: on 2 cores, 2 workers
-       gave +9% on pgbench -M prepared, -4% on TPC-B-like, 0.96-1.10x elsewhere, and a higher
-       p99 than one loop (contrib/bench, every proxy in its own session, 5 runs) */
+       gave +5-10% on read-only pgbench, -4% on TPC-B-like, and a higher p99 than one loop
+       (contrib/bench, every proxy in its own session, median of 5 runs) */
     return n >= 4 ? (int) (n / 2) : 1;
 }
 
