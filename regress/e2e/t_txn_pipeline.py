@@ -13,7 +13,8 @@ to be seen whole (over 32 kB); a portal read in parts with Execute+Flush and no 
 stays this client's until the Sync: another client waits meanwhile); DISCARD ALL through the
 extended protocol from another client; pgtide's own ParseComplete due while the client reads a
 large result through a small receive window (this did not reproduce the reordering it guards
-against, which needs pgtide's write to block at that very message). After each, another client must get the one server (nothing left queued).
+against, which needs pgtide's write to block at that very message). After each, another client
+must get the one server (nothing left queued).
 """
 import os
 import socket
