@@ -434,8 +434,8 @@ bg = Background()
 bg.start()
 time.sleep(0.5)
 for case in [case_garbage, case_lying_lengths_startup, case_lying_lengths_after_auth,
-             case_oversized_password_message, case_slowloris, case_many_unauthenticated, case_killed_mid_copy,
-             case_killed_mid_query]:
+             case_oversized_password_message, case_slowloris, case_many_unauthenticated,
+             case_killed_mid_copy, case_killed_mid_query]:
     log(f"-- {case.__name__}")
     try:
         case()
