@@ -16,8 +16,10 @@ def running(sql_like):
     d = direct_connect()
     try:
         cur = d.cursor()
+        # not this query itself, whose text contains the pattern too: it used to match at
+        # once, so a cancel could go out before the query had a server (and was dropped)
         cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                    "AND query LIKE %s", (sql_like,))
+                    "AND query LIKE %s AND pid <> pg_backend_pid()", (sql_like,))
         return cur.fetchone()[0] > 0
     finally:
         d.close()
