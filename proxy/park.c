@@ -19,17 +19,18 @@
 #include "pgtide/proxy.h"
 #include "pgtide/server.h"
 
+/* The rows are items (k, n, v, t); the outer query applies the size rule to all of them,
+   including the custom settings server_snapshot adds before park_snapshot_end. */
+#define PARK_TOO_LONG "pg_catalog.octet_length(v) > " PARK_ITEM_MAX
 const char park_snapshot_sql[] =
-    "SELECT CASE WHEN pg_catalog.octet_length(pg_catalog.current_setting(name)) > " PARK_ITEM_MAX
-    " THEN 'x' ELSE 's' END, CASE WHEN pg_catalog.octet_length(pg_catalog.current_setting(name)) "
-    "> " PARK_ITEM_MAX " THEN 'a setting longer than " PARK_ITEM_MAX " bytes' ELSE name END, "
-    "pg_catalog.left(pg_catalog.current_setting(name), " PARK_ITEM_MAX "), NULL "
-    "FROM pg_catalog.pg_settings WHERE source = 'session' "
-    "UNION ALL SELECT CASE WHEN pg_catalog.octet_length(statement) > " PARK_ITEM_MAX " THEN 'x' "
-    "WHEN from_sql THEN 'q' ELSE 'p' END, CASE WHEN pg_catalog.octet_length(statement) "
-    "> " PARK_ITEM_MAX " THEN 'a prepared statement longer than " PARK_ITEM_MAX " bytes' ELSE name "
-    "END, CASE WHEN pg_catalog.octet_length(statement) > " PARK_ITEM_MAX " THEN NULL ELSE "
-    "statement END, pg_catalog.array_to_string(parameter_types::pg_catalog.oid[], ',') "
+    "SELECT CASE WHEN " PARK_TOO_LONG " THEN 'x' ELSE k END, CASE WHEN " PARK_TOO_LONG " THEN "
+    "CASE WHEN k = 's' THEN 'a setting' ELSE 'a prepared statement' END || ' longer "
+    "than " PARK_ITEM_MAX " bytes' ELSE n END, CASE WHEN " PARK_TOO_LONG
+    " THEN NULL ELSE v END, t FROM ("
+    "SELECT 's', name, pg_catalog.current_setting(name), NULL FROM pg_catalog.pg_settings "
+    "WHERE source = 'session' "
+    "UNION ALL SELECT CASE WHEN from_sql THEN 'q' ELSE 'p' END, name, statement, "
+    "pg_catalog.array_to_string(parameter_types::pg_catalog.oid[], ',') "
     "FROM pg_catalog.pg_prepared_statements "
     "UNION ALL SELECT 'x', 'temporary tables', NULL, NULL WHERE EXISTS (SELECT 1 FROM "
     "pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) "
@@ -39,6 +40,7 @@ const char park_snapshot_sql[] =
     "pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) "
     "UNION ALL SELECT 'x', 'open cursors', NULL, NULL WHERE EXISTS (SELECT 1 FROM "
     "pg_catalog.pg_cursors)";
+const char park_snapshot_end[] = ") AS items(k, n, v, t)";
 
 void park_clear(struct client *c)
 {

@@ -1003,13 +1003,8 @@ void server_snapshot(struct server *s)
     const struct client *c = s->client;
     if (c->ncustom > 0) {
         /* custom settings the session SET: current_setting finds them by name */
-        static const char head[] =
-            " UNION ALL SELECT CASE WHEN pg_catalog.octet_length(pg_catalog.current_setting(n, "
-            "true)) > " PARK_ITEM_MAX " THEN 'x' ELSE 's' END, CASE WHEN "
-            "pg_catalog.octet_length(pg_catalog.current_setting(n, true)) > " PARK_ITEM_MAX
-            " THEN 'a setting longer than " PARK_ITEM_MAX " bytes' ELSE n END, "
-            "pg_catalog.left(pg_catalog.current_setting(n, true), " PARK_ITEM_MAX "), NULL FROM "
-            "(VALUES ";
+        static const char head[] = " UNION ALL SELECT 's', n, pg_catalog.current_setting(n, true), "
+                                   "NULL FROM (VALUES ";
         pkt_put_bytes(o, head, sizeof(head) - 1);
         for (int i = 0; i < c->ncustom; i++) {
             if (i > 0)
@@ -1026,6 +1021,7 @@ void server_snapshot(struct server *s)
                                      "(set_config with a non-literal name)', NULL, NULL";
         pkt_put_bytes(o, opaque, sizeof(opaque) - 1);
     }
+    pkt_put_bytes(o, park_snapshot_end, strlen(park_snapshot_end));
     pkt_put_u8(o, 0);
     pkt_end(o);
     s->in_flight = 1;

@@ -34,6 +34,8 @@ struct park_item {
    take at most 2,816 bytes more). */
 #define PARK_ITEM_MAX "28000"
 extern const char park_snapshot_sql[];
+/* What closes it, after any UNION ALL parts a caller adds ('s', name, value, NULL rows). */
+extern const char park_snapshot_end[];
 
 /* Starts a parking round: every idle session with a server connection is snapshotted. When all
    are parked the primary is suspended; if one cannot be, the round ends and the compute stays
