@@ -352,10 +352,8 @@ static bool client_wants(void *arg, uint8_t t)
    messages leave the server unsynced until their Sync. */
 static void count_request(struct client *c, uint8_t t)
 {
-    if (c->server != NULL && (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == 'E'))
-        c->server->unsynced = true;
-    else if (c->server != NULL && t == 'S')
-        c->server->unsynced = false;
+    if (c->server != NULL)
+        server_note_sent(c->server, t);
     if ((t == 'Q' || t == 'S' || t == 'F') && c->server != NULL) {
         if (c->server->in_flight++ == 0)
             c->request_ms = proxy_now_ms();

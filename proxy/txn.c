@@ -673,10 +673,7 @@ static bool client_message(struct client *c, struct server *s, const uint8_t *ms
                            struct pkt_builder *o)
 {
     uint8_t t = msg[0];
-    if (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == 'E')
-        s->unsynced = true;
-    else if (t == 'S')
-        s->unsynced = false;
+    server_note_sent(s, t);
     switch (t) {
     case 'P':
         on_parse(c, s, msg, total, o);
@@ -730,8 +727,7 @@ static uint32_t large_message(struct client *c, struct server *s, const uint8_t 
 {
     uint8_t t = p[0];
     uint32_t consumed = 5;
-    if (t == 'B' || t == 'P')
-        s->unsynced = true;
+    server_note_sent(s, t);
     if (t == 'B') {
         const char *portal, *stmt;
         uint32_t off = bind_names(p + 5, avail - 5, &portal, &stmt);

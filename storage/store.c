@@ -172,10 +172,8 @@ static bool store_is_tmp_name(const char *name)
 {
     size_t n = strlen(name);
     /* '.' + at least one character of NAME + ".XXXXXX" + ".tmp" */
-    if (n < 1 + 1 + 7 + 4 || name[0] != '.' || strcmp(name + n - 4, ".tmp") != 0 ||
-        name[n - 11] != '.')
-        return false;
-    return true;
+    return n >= 1 + 1 + 7 + 4 && name[0] == '.' && strcmp(name + n - 4, ".tmp") == 0 &&
+           name[n - 11] == '.';
 }
 
 /* Removes the orphaned temporary files directly in dir; counts them into *swept. */

@@ -105,6 +105,17 @@ const char *server_state_name(enum server_state s);
    client_attach_server(); otherwise attaches at once. */
 void server_assign(struct server *s, struct client *c);
 
+/* A client message of type t goes to s: Parse/Bind/Describe/Close/Execute leave it unsynced
+   until a Sync (server_release closes an unsynced server instead of handing it on). Inline:
+   it runs for every message relayed. */
+static inline void server_note_sent(struct server *s, uint8_t t)
+{
+    if (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == 'E')
+        s->unsynced = true;
+    else if (t == 'S')
+        s->unsynced = false;
+}
+
 /* The client left. An idle-in-no-transaction server is reset and returned to the pool;
    otherwise its query is cancelled and the connection closed. */
 void server_release(struct server *s);
